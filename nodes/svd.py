@@ -1,0 +1,237 @@
+"""SVD image-to-video nodes: a loader and a sampler. The work happens in ``pipelines.svd``."""
+from __future__ import annotations
+
+import os
+
+import torch
+
+from ..pipelines.checkpoint_io import FileIdentity, resolve_in_folders
+from ..pipelines.errors import AnimeVideoInputError, AnimeVideoModelError
+from ..pipelines.image_ops import FIT_MODES, comfy_image_to_bchw, fit_image
+from ..pipelines.model_cache import MODEL_CACHE
+from ..pipelines.svd import decode as svd_decode
+from ..pipelines.svd import loader as svd_loader
+from ..pipelines.svd import pipeline as svd_pipeline
+from . import comfy_bridge as bridge
+
+SVD_MODEL = "ANIMEVIDEO_SVD"
+CKPT_EXTENSIONS = (".safetensors", ".sft", ".ckpt")
+DTYPES = ["auto", "fp32", "fp16", "bf16"]
+CATEGORY = "AnimeVideo/SVD"
+
+EXPECTED_SVD = (
+    "Expected an SVD checkpoint in models/checkpoints: svd_xt.safetensors, svd.safetensors or "
+    "svd_xt_1_1.safetensors (from huggingface.co/stabilityai/stable-video-diffusion-img2vid-xt, "
+    "…-img2vid or …-img2vid-xt-1-1), or an anime fine-tune in the same layout; or a diffusers folder "
+    "with unet/, vae/ and image_encoder/ in models/diffusers (e.g. stable-video-diffusion-img2vid-xt)."
+)
+
+
+def svd_model_names() -> list[str]:
+    files = bridge.list_files("checkpoints", CKPT_EXTENSIONS)
+    folders = bridge.list_dirs("diffusers", svd_loader.is_diffusers_svd_folder)
+    return files + folders
+
+
+def resolve_svd_path(ckpt_name: str) -> str:
+    try:
+        return resolve_in_folders(ckpt_name, bridge.model_folders("checkpoints"), "ckpt_name")
+    except FileNotFoundError:
+        pass
+    try:
+        path = resolve_in_folders(ckpt_name, bridge.model_folders("diffusers"), "ckpt_name")
+        if os.path.isdir(path):
+            return path
+    except FileNotFoundError:
+        pass
+    raise AnimeVideoModelError(missing_model_message(ckpt_name))
+
+
+def missing_model_message(ckpt_name: str) -> str:
+    return (
+        f"ckpt_name: '{ckpt_name}' was not found in models/checkpoints ({bridge.models_dir_hint('checkpoints')}) "
+        f"or models/diffusers ({bridge.models_dir_hint('diffusers')}). {EXPECTED_SVD}"
+    )
+
+
+def load_svd_cached(ckpt_name: str, dtype_name: str) -> svd_loader.SVDModel:
+    path = resolve_svd_path(ckpt_name)
+    dtype = svd_loader.resolve_dtype(dtype_name, bridge.torch_device())
+    key = ("svd", FileIdentity.of(path), str(dtype))
+    return MODEL_CACHE.get_or_load(key, lambda: svd_loader.load_svd(path, dtype).to(bridge.offload_device()))
+
+
+class AnimeVideoLoadSVD:
+    DESCRIPTION = "Loads Stable Video Diffusion (sgm single file or diffusers folder) for the AnimeVideo samplers."
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "ckpt_name": (svd_model_names(), {
+                    "tooltip": "An SVD checkpoint in models/checkpoints (svd_xt.safetensors, svd.safetensors, "
+                               "svd_xt_1_1.safetensors or an anime fine-tune in that layout) or a diffusers folder "
+                               "in models/diffusers."}),
+                "dtype": (DTYPES, {"default": "auto", "tooltip": "Weight precision. auto: fp16 on a GPU, fp32 on "
+                                   "the CPU. The VAE stays fp32 when fp16 is chosen (it overflows in fp16)."}),
+            },
+            "optional": {
+                "keep_on_gpu": ("BOOLEAN", {"default": False, "tooltip": "Keep the model on the GPU between runs "
+                                            "(faster re-runs, holds VRAM). Off: it waits on the CPU."}),
+            },
+        }
+
+    RETURN_TYPES = (SVD_MODEL,)
+    RETURN_NAMES = ("svd_model",)
+    OUTPUT_TOOLTIPS = ("The loaded SVD model, for AnimeVideo SVD Sampler.",)
+    FUNCTION = "load"
+    CATEGORY = CATEGORY
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, ckpt_name, dtype="auto"):
+        if dtype not in DTYPES:
+            return f"dtype: '{dtype}' is not one of {', '.join(DTYPES)}."
+        try:
+            resolve_svd_path(ckpt_name)
+        except (AnimeVideoModelError, AnimeVideoInputError) as e:
+            return str(e)
+        return True
+
+    def load(self, ckpt_name, dtype="auto", keep_on_gpu=False):
+        model = load_svd_cached(ckpt_name, dtype)
+        return (SVDHandle(model, keep_on_gpu),)
+
+
+class SVDHandle:
+    """What flows along the ANIMEVIDEO_SVD wire: the shared model plus this loader's placement choice."""
+
+    def __init__(self, model: svd_loader.SVDModel, keep_on_gpu: bool):
+        self.model = model
+        self.keep_on_gpu = keep_on_gpu
+
+
+def single_image(image, input_name="image") -> torch.Tensor:
+    x = comfy_image_to_bchw(image, input_name)
+    if x.shape[0] != 1:
+        raise AnimeVideoInputError(
+            f"{input_name}: got a batch of {x.shape[0]} images; this input takes one image. "
+            "Pick one frame first (e.g. core's ImageFromBatch)."
+        )
+    return x
+
+
+class ModelOnDevice:
+    """Moves a model to the compute device for one run and back to the offload device afterwards."""
+
+    def __init__(self, model, keep_on_gpu: bool):
+        self.model, self.keep = model, keep_on_gpu
+        self.device = bridge.torch_device()
+
+    def __enter__(self):
+        if self.model.device != self.device:
+            from ..pipelines.model_cache import model_nbytes
+
+            bridge.make_room(model_nbytes(self.model), self.device)
+            self.model.to(self.device)
+        return self.model
+
+    def __exit__(self, *exc):
+        if not self.keep:
+            off = bridge.offload_device()
+            if self.model.device != off:
+                self.model.to(off)
+                bridge.empty_cache()
+        return False
+
+
+class AnimeVideoSVDSampler:
+    DESCRIPTION = ("Image-to-video with Stable Video Diffusion: EDM Euler sampling with frame-linear CFG, "
+                   "decoded in chunks by the temporal VAE.")
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "svd_model": (SVD_MODEL, {"tooltip": "From AnimeVideo Load SVD."}),
+                "image": ("IMAGE", {"tooltip": "The first frame (one image)."}),
+                "width": ("INT", {"default": 1024, "min": 64, "max": 4096, "step": 64,
+                                  "tooltip": "Output width in px; a multiple of 64 for the released SVD models."}),
+                "height": ("INT", {"default": 576, "min": 64, "max": 4096, "step": 64,
+                                   "tooltip": "Output height in px; a multiple of 64 for the released SVD models."}),
+                "fit": (list(FIT_MODES), {"default": "crop", "tooltip": "How the image meets the output size: crop "
+                        "(centre crop, as core does), pad (letterbox in black) or stretch (as diffusers does)."}),
+                "num_frames": ("INT", {"default": 25, "min": 1, "max": 4096, "tooltip": "Frames to generate "
+                               "(SVD: 14, SVD-XT: 25)."}),
+                "fps": ("FLOAT", {"default": 7.0, "min": 1.0, "max": 120.0, "step": 1.0, "tooltip": "The clip's "
+                        "real frame rate; the model is conditioned on fps-1, as Stability and diffusers do."}),
+                "motion_bucket_id": ("INT", {"default": 127, "min": 0, "max": 1023, "tooltip": "Amount of motion; "
+                                     "higher moves more."}),
+                "augmentation_level": ("FLOAT", {"default": 0.02, "min": 0.0, "max": 10.0, "step": 0.01,
+                                       "tooltip": "Noise added to the conditioning image. Lower stays closer to "
+                                       "the image; higher allows more change."}),
+                "steps": ("INT", {"default": 25, "min": 1, "max": 200, "tooltip": "Euler steps on the Karras "
+                          "schedule (sigma 700 to 0.002)."}),
+                "min_cfg": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 30.0, "step": 0.1, "tooltip": "Guidance "
+                            "at the first frame; it rises linearly to max_cfg at the last."}),
+                "max_cfg": ("FLOAT", {"default": 3.0, "min": 0.0, "max": 30.0, "step": 0.1, "tooltip": "Guidance "
+                            "at the last frame. At 1 or below no unconditional pass is run (about 2x faster)."}),
+                "seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFF_FFFF_FFFF_FFFF, "control_after_generate": True,
+                         "tooltip": "Noise seed; the same seed gives the same clip on any device."}),
+                "decode_chunk_size": ("INT", {"default": 8, "min": 1, "max": 4096, "tooltip": "Frames the VAE "
+                                      "decodes at once. Lower uses less memory."}),
+            },
+            "optional": {
+                "decode_tile_size": ("INT", {"default": 0, "min": 0, "max": 4096, "step": 64, "tooltip": "Decode in "
+                                     "spatial tiles of this many px (seams blended); 0 decodes whole frames. Use for "
+                                     "large frames that run out of memory."}),
+                "latent_preview": ("BOOLEAN", {"default": True, "tooltip": "Show a rough preview of the middle "
+                                   "frame on the node at every step."}),
+            },
+        }
+
+    RETURN_TYPES = ("IMAGE", "LATENT", "FLOAT")
+    RETURN_NAMES = ("frames", "latent", "fps")
+    OUTPUT_TOOLTIPS = ("The clip as an IMAGE batch [frames, H, W, 3].",
+                       "The clip's latents in ComfyUI's SVD layout (decodable by core's VAE Decode).",
+                       "The frame rate, for core's Create Video.")
+    FUNCTION = "sample"
+    CATEGORY = CATEGORY
+
+    def sample(self, svd_model, image, width, height, fit, num_frames, fps, motion_bucket_id, augmentation_level,
+               steps, min_cfg, max_cfg, seed, decode_chunk_size, decode_tile_size=0, latent_preview=True):
+        handle = svd_model
+        model = handle.model
+        x = single_image(image)
+        req = svd_pipeline.SVDRequest(
+            num_frames=int(num_frames), fps=float(fps), motion_bucket_id=float(motion_bucket_id),
+            augmentation_level=float(augmentation_level), steps=int(steps), min_cfg=float(min_cfg),
+            max_cfg=float(max_cfg), seed=int(seed), decode_chunk_size=int(decode_chunk_size),
+            tile_size=int(decode_tile_size) // model.spatial_factor if decode_tile_size else 0,
+        )
+        x = fit_image(x, int(width), int(height), fit)
+        decode_chunks = -(-req.num_frames // max(1, req.decode_chunk_size))
+        progress = bridge.Progress(req.steps + decode_chunks, desc="SVD")
+        mid = req.num_frames // 2
+
+        def on_step(state):
+            preview = svd_decode.latent_preview_rgb(state.denoised[0, mid]) if latent_preview else None
+            progress.update(1, preview)
+
+        hooks = svd_pipeline.SVDRunHooks(on_step=on_step, on_decode_chunk=lambda done, total: progress.update(1))
+        try:
+            with ModelOnDevice(model, handle.keep_on_gpu):
+                result = svd_pipeline.image_to_video(model, x, req, hooks)
+        finally:
+            progress.close()
+        latent = {"samples": (result.latents[0] / model.vae_scaling_factor).float().cpu()}
+        return (result.frames, latent, float(fps))
+
+
+NODE_CLASS_MAPPINGS = {
+    "AnimeVideoLoadSVD": AnimeVideoLoadSVD,
+    "AnimeVideoSVDSampler": AnimeVideoSVDSampler,
+}
+NODE_DISPLAY_NAME_MAPPINGS = {
+    "AnimeVideoLoadSVD": "Load SVD (AnimeVideo)",
+    "AnimeVideoSVDSampler": "SVD Image to Video (AnimeVideo)",
+}

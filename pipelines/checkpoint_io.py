@@ -1,0 +1,123 @@
+"""Reading checkpoint files safely.
+
+safetensors is preferred; pickled formats (.ckpt/.pth/.pt/.bin) are read only through
+``torch.load(weights_only=True)`` so a checkpoint can never run code. Names that come from node
+inputs are resolved strictly inside the given model folders.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Iterable
+
+import torch
+
+from .errors import AnimeVideoInputError, AnimeVideoModelError
+
+SAFETENSORS_EXTENSIONS = (".safetensors", ".sft")
+PICKLE_EXTENSIONS = (".ckpt", ".pt", ".pth", ".bin")
+
+
+def resolve_in_folders(name: str, folders: Iterable[str], input_name: str = "ckpt_name") -> str:
+    """Return the real path of ``name`` inside one of ``folders``.
+
+    Absolute paths, ``..`` components and symlink escapes are refused: a node input must never
+    reach files outside the model folders.
+    """
+    folders = [f for f in folders if f]
+    if not isinstance(name, str) or not name.strip():
+        raise AnimeVideoInputError(f"{input_name}: no model name given.")
+    norm = name.replace("\\", "/")
+    parts = [p for p in norm.split("/") if p not in ("", ".")]
+    if os.path.isabs(name) or norm.startswith("/") or ".." in parts or (len(name) > 1 and name[1] == ":"):
+        raise AnimeVideoInputError(
+            f"{input_name}: '{name}' is not allowed; give a name relative to the model folder "
+            f"(one of: {', '.join(folders) or 'none configured'})."
+        )
+    for folder in folders:
+        root = os.path.realpath(folder)
+        candidate = os.path.realpath(os.path.join(root, *parts))
+        if os.path.commonpath([root, candidate]) != root:
+            continue  # a symlink pointing outside the folder
+        if os.path.exists(candidate):
+            return candidate
+    raise FileNotFoundError(name)
+
+
+@dataclass(frozen=True)
+class FileIdentity:
+    """What makes two loads 'the same file' for the model cache."""
+
+    path: str
+    size: int
+    mtime_ns: int
+
+    @classmethod
+    def of(cls, path: str) -> "FileIdentity":
+        real = os.path.realpath(path)
+        if os.path.isdir(real):
+            # A diffusers folder: the identity is that of every weight file inside it.
+            size, mtime = 0, 0
+            for dirpath, _, files in os.walk(real):
+                for f in sorted(files):
+                    st = os.stat(os.path.join(dirpath, f))
+                    size += st.st_size
+                    mtime = max(mtime, st.st_mtime_ns)
+            return cls(real, size, mtime)
+        st = os.stat(real)
+        return cls(real, st.st_size, st.st_mtime_ns)
+
+
+def read_state_dict(path: str, device: str = "cpu") -> dict[str, torch.Tensor]:
+    """Load every tensor of a checkpoint file. Lightning-style ``{"state_dict": …}`` wrappers are unwrapped."""
+    lower = path.lower()
+    try:
+        if lower.endswith(SAFETENSORS_EXTENSIONS):
+            from safetensors.torch import load_file
+
+            return load_file(path, device=device)
+        if lower.endswith(PICKLE_EXTENSIONS):
+            obj = torch.load(path, map_location=device, weights_only=True)
+            return unwrap_state_dict(obj)
+    except (OSError, RuntimeError, ValueError, EOFError) as e:  # truncated / corrupt files land here
+        raise AnimeVideoModelError(
+            f"Could not read '{os.path.basename(path)}': the file is damaged or incomplete "
+            f"(often an interrupted download; download it again). Details: {type(e).__name__}: {e}"
+        ) from None
+    except Exception as e:  # safetensors raises its own SafetensorError
+        if type(e).__name__ == "SafetensorError" or "pickle" in type(e).__module__:
+            raise AnimeVideoModelError(
+                f"Could not read '{os.path.basename(path)}': the file is damaged or incomplete "
+                f"(often an interrupted download; download it again). Details: {e}"
+            ) from None
+        raise
+    raise AnimeVideoModelError(
+        f"'{os.path.basename(path)}' has an unsupported extension; expected one of "
+        f"{', '.join(SAFETENSORS_EXTENSIONS + PICKLE_EXTENSIONS)}."
+    )
+
+
+def read_keys(path: str) -> list[str]:
+    """The tensor names of a safetensors file without loading the tensors (fast architecture detection)."""
+    if not path.lower().endswith(SAFETENSORS_EXTENSIONS):
+        return list(read_state_dict(path).keys())
+    from safetensors import safe_open
+
+    try:
+        with safe_open(path, framework="pt") as f:
+            return list(f.keys())
+    except Exception as e:
+        raise AnimeVideoModelError(
+            f"Could not read '{os.path.basename(path)}': the file is damaged or incomplete "
+            f"(often an interrupted download; download it again). Details: {e}"
+        ) from None
+
+
+def unwrap_state_dict(obj) -> dict[str, torch.Tensor]:
+    for wrapper in ("state_dict", "params_ema", "params", "model_state_dict", "model"):
+        if isinstance(obj, dict) and wrapper in obj and isinstance(obj[wrapper], dict):
+            obj = obj[wrapper]
+            break
+    if not isinstance(obj, dict):
+        raise AnimeVideoModelError("The checkpoint does not contain a state dict of tensors.")
+    return {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}

@@ -1,0 +1,1 @@
+"""Stable Video Diffusion image-to-video: loaders, conditioning, EDM sampler and chunked decode."""

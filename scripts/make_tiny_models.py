@@ -1,0 +1,105 @@
+#!/usr/bin/env python3
+"""Write tiny random-weight models in the real on-disk formats, under the real file names.
+
+    python scripts/make_tiny_models.py MODELS_DIR
+
+Every shipped workflow then runs unchanged against MODELS_DIR (a ComfyUI ``models/`` layout), in
+seconds on a CPU. Because the names are the real ones, this never overwrites a file it did not make:
+it refuses unless MODELS_DIR is empty or was made by this script (a marker file records what it wrote).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+import types
+
+MARKER = ".animevideo-tiny-models.json"
+SVD_FILES = ("checkpoints/svd_xt.safetensors",)
+SVD_FOLDERS = ("diffusers/stable-video-diffusion-img2vid-xt",)
+
+
+def import_pack():
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    if "animevideo" not in sys.modules:
+        pkg = types.ModuleType("animevideo")
+        pkg.__path__ = [root]
+        sys.modules["animevideo"] = pkg
+    return root
+
+
+class RefuseError(SystemExit):
+    pass
+
+
+def check_target(models_dir: str, targets: list[str]):
+    """Refuse unless the folder is empty or every existing target was written by us."""
+    if not os.path.exists(models_dir):
+        return
+    marker = os.path.join(models_dir, MARKER)
+    ours = set()
+    if os.path.exists(marker):
+        with open(marker) as f:
+            ours = set(json.load(f).get("written", []))
+    elif any(os.scandir(models_dir)):
+        raise RefuseError(
+            f"refusing to write into '{models_dir}': it is not empty and was not made by this script "
+            f"(no {MARKER}). Point it at an empty folder; it never overwrites real models."
+        )
+    for t in targets:
+        if os.path.exists(os.path.join(models_dir, t)) and t not in ours:
+            raise RefuseError(f"refusing to overwrite '{os.path.join(models_dir, t)}': this script did not write it.")
+
+
+def write_all(models_dir: str, seed: int = 0) -> list[str]:
+    import_pack()
+    from animevideo.pipelines.svd import tiny
+
+    targets = list(SVD_FILES) + list(SVD_FOLDERS)
+    check_target(models_dir, targets)
+    os.makedirs(models_dir, exist_ok=True)
+    unet, vae, clip = tiny.build_tiny_svd(seed)
+    with tempfile.TemporaryDirectory(dir=models_dir) as tmp:
+        # Build in a scratch folder, then move into place: a crash never leaves half a model behind.
+        for rel in SVD_FILES:
+            tiny.write_sgm_file(os.path.join(tmp, os.path.basename(rel)), unet, vae, clip)
+        for rel in SVD_FOLDERS:
+            tiny.write_diffusers_folder(os.path.join(tmp, os.path.basename(rel)), unet, vae, clip)
+        for rel in targets:
+            dst = os.path.join(models_dir, rel)
+            os.makedirs(os.path.dirname(dst), exist_ok=True)
+            if os.path.isdir(dst):
+                shutil.rmtree(dst)
+            elif os.path.exists(dst):
+                os.remove(dst)
+            os.replace(os.path.join(tmp, os.path.basename(rel)), dst)
+            os.chmod(dst, 0o755 if os.path.isdir(dst) else 0o644)
+    marker = os.path.join(models_dir, MARKER)
+    written = set(targets)
+    if os.path.exists(marker):
+        with open(marker) as f:
+            written |= set(json.load(f).get("written", []))
+    with open(marker, "w") as f:
+        json.dump({"written": sorted(written), "note": "tiny random-weight test models; not real weights"}, f, indent=1)
+    return targets
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("models_dir", help="a ComfyUI models/ layout to create (empty, or made by this script)")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args(argv)
+    try:
+        for rel in write_all(args.models_dir, args.seed):
+            print(os.path.join(args.models_dir, rel))
+    except RefuseError as e:
+        print(f"make_tiny_models: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
