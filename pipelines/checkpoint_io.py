@@ -7,6 +7,7 @@ inputs are resolved strictly inside the given model folders.
 from __future__ import annotations
 
 import os
+import pickle
 from dataclasses import dataclass
 from typing import Iterable
 
@@ -71,46 +72,36 @@ class FileIdentity:
 def read_state_dict(path: str, device: str = "cpu") -> dict[str, torch.Tensor]:
     """Load every tensor of a checkpoint file. Lightning-style ``{"state_dict": …}`` wrappers are unwrapped."""
     lower = path.lower()
-    try:
-        if lower.endswith(SAFETENSORS_EXTENSIONS):
-            from safetensors.torch import load_file
+    name = os.path.basename(path)
+    if lower.endswith(SAFETENSORS_EXTENSIONS):
+        from safetensors.torch import load_file
 
+        try:
             return load_file(path, device=device)
-        if lower.endswith(PICKLE_EXTENSIONS):
+        except Exception as e:  # SafetensorError, OSError: truncated or corrupt
+            raise AnimeVideoModelError(damaged_file_message(name, e)) from None
+    if lower.endswith(PICKLE_EXTENSIONS):
+        try:
             obj = torch.load(path, map_location=device, weights_only=True)
-            return unwrap_state_dict(obj)
-    except (OSError, RuntimeError, ValueError, EOFError) as e:  # truncated / corrupt files land here
-        raise AnimeVideoModelError(
-            f"Could not read '{os.path.basename(path)}': the file is damaged or incomplete "
-            f"(often an interrupted download; download it again). Details: {type(e).__name__}: {e}"
-        ) from None
-    except Exception as e:  # safetensors raises its own SafetensorError
-        if type(e).__name__ == "SafetensorError" or "pickle" in type(e).__module__:
-            raise AnimeVideoModelError(
-                f"Could not read '{os.path.basename(path)}': the file is damaged or incomplete "
-                f"(often an interrupted download; download it again). Details: {e}"
-            ) from None
-        raise
+        except pickle.UnpicklingError as e:
+            if "Weights only load failed" in str(e) and "truncated" not in str(e):
+                raise AnimeVideoModelError(
+                    f"'{name}' holds Python objects besides tensors, which could run code when loaded; it is "
+                    "refused (only plain tensors are read). Convert it to .safetensors or use the released file."
+                ) from None
+            raise AnimeVideoModelError(damaged_file_message(name, e)) from None
+        except (OSError, RuntimeError, ValueError, EOFError) as e:
+            raise AnimeVideoModelError(damaged_file_message(name, e)) from None
+        return unwrap_state_dict(obj)
     raise AnimeVideoModelError(
         f"'{os.path.basename(path)}' has an unsupported extension; expected one of "
         f"{', '.join(SAFETENSORS_EXTENSIONS + PICKLE_EXTENSIONS)}."
     )
 
 
-def read_keys(path: str) -> list[str]:
-    """The tensor names of a safetensors file without loading the tensors (fast architecture detection)."""
-    if not path.lower().endswith(SAFETENSORS_EXTENSIONS):
-        return list(read_state_dict(path).keys())
-    from safetensors import safe_open
-
-    try:
-        with safe_open(path, framework="pt") as f:
-            return list(f.keys())
-    except Exception as e:
-        raise AnimeVideoModelError(
-            f"Could not read '{os.path.basename(path)}': the file is damaged or incomplete "
-            f"(often an interrupted download; download it again). Details: {e}"
-        ) from None
+def damaged_file_message(name: str, e: Exception) -> str:
+    return (f"Could not read '{name}': the file is damaged or incomplete (often an interrupted download; "
+            f"download it again). Details: {type(e).__name__}: {e}")
 
 
 def unwrap_state_dict(obj) -> dict[str, torch.Tensor]:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..checkpoint_io import SAFETENSORS_EXTENSIONS, read_state_dict
+from ..checkpoint_io import SAFETENSORS_EXTENSIONS, damaged_file_message, read_state_dict
 from ..errors import AnimeVideoModelError
 from . import detect, keymap
 
@@ -83,10 +83,7 @@ def _read_shapes(path: str) -> dict[str, tuple[int, ...]]:
             with safe_open(path, framework="pt") as f:
                 return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
         except Exception as e:
-            raise AnimeVideoModelError(
-                f"Could not read '{os.path.basename(path)}': the file is damaged or incomplete "
-                f"(often an interrupted download; download it again). Details: {e}"
-            ) from None
+            raise AnimeVideoModelError(damaged_file_message(os.path.basename(path), e)) from None
     return {k: tuple(v.shape) for k, v in read_state_dict(path).items()}
 
 
@@ -111,10 +108,7 @@ class _TensorSource:
                     if k.startswith(prefix):
                         out[k[len(prefix):]] = f.get_tensor(k).to(dtype)
         except Exception as e:
-            raise AnimeVideoModelError(
-                f"Could not read '{os.path.basename(self.path)}': the file is damaged or incomplete "
-                f"(often an interrupted download; download it again). Details: {e}"
-            ) from None
+            raise AnimeVideoModelError(damaged_file_message(os.path.basename(self.path), e)) from None
         return out
 
 

@@ -1,0 +1,55 @@
+"""The shared model cache: hits, LRU eviction under a budget, and release when nobody holds a model."""
+import gc
+
+import torch
+
+from animevideo.pipelines.model_cache import ModelCache, model_nbytes
+
+
+def _model(n):
+    return torch.nn.Linear(n, n, bias=False)  # n*n*4 bytes
+
+
+def test_second_load_is_a_hit():
+    cache, loads = ModelCache(budget_bytes=1 << 30), []
+    a = cache.get_or_load("k", lambda: loads.append(1) or _model(4))
+    b = cache.get_or_load("k", lambda: loads.append(1) or _model(4))
+    assert a is b and loads == [1] and (cache.hits, cache.misses) == (1, 1)
+
+
+def test_lru_eviction_keeps_the_budget_and_the_most_recent():
+    one = model_nbytes(_model(16))
+    cache = ModelCache(budget_bytes=2 * one)
+    cache.get_or_load("a", lambda: _model(16))
+    cache.get_or_load("b", lambda: _model(16))
+    cache.get_or_load("a", lambda: _model(16))  # a becomes most recent
+    cache.get_or_load("c", lambda: _model(16))  # evicts b
+    gc.collect()
+    assert cache.strong_bytes() <= 2 * one
+    assert set(cache.alive_keys()) == {"a", "c"}
+
+
+def test_budget_zero_keeps_nothing_alive_but_finds_models_still_held_elsewhere():
+    cache = ModelCache(budget_bytes=0)
+    held = cache.get_or_load("a", lambda: _model(8))
+    assert cache.get_or_load("a", lambda: _model(8)) is held  # found through the weak index
+    del held
+    gc.collect()
+    assert cache.alive_keys() == []  # nothing of ours kept it alive
+    loads = []
+    cache.get_or_load("a", lambda: loads.append(1) or _model(8))
+    assert loads == [1]
+
+
+def test_release_all_drops_strong_references():
+    cache = ModelCache(budget_bytes=1 << 30)
+    cache.get_or_load("a", lambda: _model(8))
+    cache.release_all()
+    gc.collect()
+    assert cache.alive_keys() == []
+
+
+def test_a_model_larger_than_the_budget_is_still_returned():
+    cache = ModelCache(budget_bytes=10)
+    m = cache.get_or_load("big", lambda: _model(64))
+    assert isinstance(m, torch.nn.Linear)
