@@ -1,20 +1,12 @@
 """Test setup: the repo root is imported as the package ``animevideo`` (ComfyUI imports it by path)."""
 import os
 import sys
-import types
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if "animevideo" not in sys.modules:
-    _pkg = types.ModuleType("animevideo")
-    _pkg.__path__ = [ROOT]
-    _pkg.__file__ = os.path.join(ROOT, "__init__.py")
-    sys.modules["animevideo"] = _pkg
+from pack_paths import ROOT  # noqa: E402  (registers the package first)
 
 os.environ.setdefault("ANIMEVIDEO_QUIET", "1")
-SHARED = os.path.join(os.path.dirname(ROOT), "shared")
-MANIFESTS = os.path.join(SHARED, "manifests")
 
 
 @pytest.fixture(scope="session")

@@ -5,7 +5,7 @@ import sys
 
 import torch
 
-from conftest import ROOT
+from pack_paths import ROOT
 
 from animevideo.pipelines.svd import loader
 

@@ -10,7 +10,7 @@ import re
 import pytest
 import torch
 
-from conftest import MANIFESTS
+from pack_paths import MANIFESTS
 
 from animevideo.pipelines.svd import detect, keymap
 
