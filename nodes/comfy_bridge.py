@@ -175,7 +175,11 @@ class Progress:
 
     def update(self, n: int = 1, preview_rgb: torch.Tensor | None = None):
         """``preview_rgb``: optional [h, w, 3] uint8 shown on the node while it runs."""
-        self.value = min(self.total, self.value + n)
+        self.set(self.value + n, preview_rgb)
+
+    def set(self, value: int, preview_rgb: torch.Tensor | None = None):
+        n = min(self.total, int(value)) - self.value
+        self.value += n
         if self._bar is not None:
             preview = None
             if preview_rgb is not None:
@@ -183,7 +187,7 @@ class Progress:
 
                 preview = ("JPEG", Image.fromarray(preview_rgb.cpu().numpy()), 512)
             self._bar.update_absolute(self.value, self.total, preview)
-        elif self._tqdm is not None:
+        elif self._tqdm is not None and n > 0:
             self._tqdm.update(n)
         check_interrupt()
 

@@ -217,7 +217,10 @@ class AnimeVideoSVDSampler:
             preview = svd_decode.latent_preview_rgb(state.denoised[0, mid]) if latent_preview else None
             progress.update(1, preview)
 
-        hooks = svd_pipeline.SVDRunHooks(on_step=on_step, on_decode_chunk=lambda done, total: progress.update(1))
+        def on_decode_chunk(done, total):
+            progress.set(req.steps + -(-done * decode_chunks // total))
+
+        hooks = svd_pipeline.SVDRunHooks(on_step=on_step, on_decode_chunk=on_decode_chunk)
         try:
             with ModelOnDevice(model, handle.keep_on_gpu):
                 result = svd_pipeline.image_to_video(model, x, req, hooks)

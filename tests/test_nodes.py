@@ -126,14 +126,13 @@ def test_interrupt_stops_within_one_step(svd_handle, monkeypatch):
 
 def test_progress_counts_steps_and_decode_chunks(svd_handle, monkeypatch):
     seen = []
-    real_update = bridge.Progress.update
+    real_set = bridge.Progress.set
 
-    def spy(self, n=1, preview_rgb=None):
-        seen.append((self.total, preview_rgb is not None))
-        return real_update(self, n, preview_rgb)
+    def spy(self, value, preview_rgb=None):
+        real_set(self, value, preview_rgb)
+        seen.append((self.value, self.total, preview_rgb is not None))
 
-    monkeypatch.setattr(bridge.Progress, "update", spy)
+    monkeypatch.setattr(bridge.Progress, "set", spy)
     svd_nodes.AnimeVideoSVDSampler().sample(svd_handle, torch.rand(1, 64, 64, 3), **{**SMALL, "steps": 3})
-    # 3 steps (each with a latent preview) + 2 decode chunks of 2 frames
-    assert [p for _, p in seen] == [True, True, True, False, False]
-    assert all(t == 5 for t, _ in seen)
+    # 3 steps (each with a latent preview), then 2 decode chunks of 2 frames, ending at the total
+    assert seen == [(1, 5, True), (2, 5, True), (3, 5, True), (4, 5, False), (5, 5, False)]

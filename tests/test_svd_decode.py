@@ -68,3 +68,25 @@ def test_tile_starts_cover_the_frame():
         for s in starts:
             covered |= set(range(s, min(size, s + tile)))
         assert covered == set(range(size)) and starts[0] == 0
+
+
+class OOMUnlessSmallVAE(LocalVAE):
+    """Runs out of memory for more than ``limit`` frames at once, like a GPU at the decode peak."""
+
+    def __init__(self, limit):
+        super().__init__()
+        self.limit = limit
+
+    def decode(self, z, num_frames):
+        if z.shape[0] > self.limit:
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return super().decode(z, num_frames)
+
+
+def test_out_of_memory_retries_with_smaller_chunks_and_gives_the_same_frames():
+    lat = torch.randn(7, 4, 4, 4)
+    whole = decode.decode_latents(LocalVAE(), lat, 1.0, decode_chunk_size=7)
+    vae = OOMUnlessSmallVAE(limit=2)
+    got = decode.decode_latents(vae, lat, 1.0, decode_chunk_size=7)
+    torch.testing.assert_close(got, whole, rtol=0, atol=0)
+    assert max(n for n, _, _ in vae.calls) <= 2

@@ -48,22 +48,40 @@ def decode_latents(vae, latents: torch.Tensor, scaling_factor: float, decode_chu
     dtype = next(vae.parameters()).dtype
     device = next(vae.parameters()).device
     chunk = max(1, int(decode_chunk_size))
-    factor = None
-    for start in range(0, frames, chunk):
+    start = 0
+    while start < frames:
         z = (latents[start:start + chunk] / scaling_factor).to(device=device, dtype=dtype)
         n = z.shape[0]
-        if tile_size and (tile_size < h or tile_size < w):
-            pix = _decode_tiled(vae, z, n, tile_size, tile_overlap)
-        else:
-            pix = _decode(vae, z, n)
+        try:
+            if tile_size and (tile_size < h or tile_size < w):
+                pix = _decode_tiled(vae, z, n, tile_size, tile_overlap)
+            else:
+                pix = _decode(vae, z, n)
+        except torch.OutOfMemoryError:
+            # Decode is the usual memory peak: retry with half the chunk, then with spatial tiles.
+            del z
+            _empty_cache(device)
+            if chunk > 1:
+                chunk = max(1, chunk // 2)
+            elif not tile_size or tile_size > 16:
+                tile_size = max(16, (tile_size or max(h, w)) // 2)
+            else:
+                raise
+            continue
         if out is None:
             factor = pix.shape[-1] // w
             out = torch.empty((frames, h * factor, w * factor, 3), dtype=torch.float32, device=out_device)
         out[start:start + n] = (pix / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1).to(out.device)
         del pix, z
+        start += n
         if on_chunk is not None:
-            on_chunk(start + n, frames)
+            on_chunk(start, frames)
     return out
+
+
+def _empty_cache(device):
+    if torch.device(device).type == "cuda":
+        torch.cuda.empty_cache()
 
 
 def _decode_tiled(vae, z: torch.Tensor, n: int, tile: int, overlap: int) -> torch.Tensor:

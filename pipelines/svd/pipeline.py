@@ -6,6 +6,7 @@ from typing import Callable, Sequence
 
 import torch
 
+from ..attention import select_attention_backend
 from ..errors import AnimeVideoInputError
 from . import conditioning, decode, sampler
 from .loader import SVDModel
@@ -88,6 +89,8 @@ def image_to_video(model: SVDModel, images: torch.Tensor, req: SVDRequest, hooks
     cond = conditioning.build_conditioning(model, images.to(device), req.num_frames, req.fps,
                                            req.motion_bucket_id, req.augmentation_level, aug_noise)
     guidance = sampler.frame_guidance(req.min_cfg, req.max_cfg, req.num_frames, device=device)
+    if hooks.denoiser is None:
+        select_attention_backend(model.unet, device)
     run = sampler.EDMEulerSampler(
         denoiser=hooks.denoiser or sampler.UNetDenoiser(model.unet),
         denoised_hooks=list(hooks.denoised_hooks),
