@@ -218,7 +218,7 @@ class AnimeVideoSVDSampler:
             progress.update(1, preview)
 
         def on_decode_chunk(done, total):
-            progress.set(req.steps + -(-done * decode_chunks // total))
+            progress.set(req.steps + -(-done // req.decode_chunk_size))
 
         hooks = svd_pipeline.SVDRunHooks(on_step=on_step, on_decode_chunk=on_decode_chunk)
         try:
