@@ -154,10 +154,10 @@ class AnimeVideoSVDSampler:
             "required": {
                 "svd_model": (SVD_MODEL, {"tooltip": "From AnimeVideo Load SVD."}),
                 "image": ("IMAGE", {"tooltip": "The first frame (one image)."}),
-                "width": ("INT", {"default": 1024, "min": 64, "max": 4096, "step": 64,
-                                  "tooltip": "Output width in px; a multiple of 64 for the released SVD models."}),
-                "height": ("INT", {"default": 576, "min": 64, "max": 4096, "step": 64,
-                                   "tooltip": "Output height in px; a multiple of 64 for the released SVD models."}),
+                "width": ("INT", {"default": 1024, "min": 64, "max": 4096, "step": 8,
+                                  "tooltip": "Output width in px, a multiple of 8. SVD was trained at 1024x576."}),
+                "height": ("INT", {"default": 576, "min": 64, "max": 4096, "step": 8,
+                                   "tooltip": "Output height in px, a multiple of 8. SVD was trained at 1024x576."}),
                 "fit": (list(FIT_MODES), {"default": "crop", "tooltip": "How the image meets the output size: crop "
                         "(centre crop, as core does), pad (letterbox in black) or stretch (as diffusers does)."}),
                 "num_frames": ("INT", {"default": 25, "min": 1, "max": 4096, "tooltip": "Frames to generate "
@@ -181,7 +181,7 @@ class AnimeVideoSVDSampler:
                                       "decodes at once. Lower uses less memory."}),
             },
             "optional": {
-                "decode_tile_size": ("INT", {"default": 0, "min": 0, "max": 4096, "step": 64, "tooltip": "Decode in "
+                "decode_tile_size": ("INT", {"default": 0, "min": 0, "max": 4096, "step": 8, "tooltip": "Decode in "
                                      "spatial tiles of this many px (seams blended); 0 decodes whole frames. Use for "
                                      "large frames that run out of memory."}),
                 "latent_preview": ("BOOLEAN", {"default": True, "tooltip": "Show a rough preview of the middle "

@@ -76,6 +76,12 @@ def test_sampler_outputs_standard_types(svd_handle):
     assert fps == 8.0
 
 
+def test_sizes_that_are_multiples_of_8_but_not_64_work(svd_handle):
+    frames, latent, _ = svd_nodes.AnimeVideoSVDSampler().sample(svd_handle, torch.rand(1, 64, 64, 3),
+                                                                 **{**SMALL, "width": 72, "height": 40, "steps": 1})
+    assert frames.shape == (3, 40, 72, 3) and latent["samples"].shape == (3, 4, 5, 9)
+
+
 @pytest.mark.parametrize("fit", ["crop", "pad", "stretch"])
 def test_fit_modes_all_produce_the_requested_size(svd_handle, fit):
     frames, _, _ = svd_nodes.AnimeVideoSVDSampler().sample(svd_handle, torch.rand(1, 40, 90, 4),
@@ -84,8 +90,8 @@ def test_fit_modes_all_produce_the_requested_size(svd_handle, fit):
 
 
 @pytest.mark.parametrize("change, needle", [
-    (dict(width=70), "width: 70 is not a multiple of 16"),
-    (dict(height=100), "height: 100 is not a multiple of 16"),
+    (dict(width=70), "width: 70 is not a multiple of 8"),
+    (dict(height=100), "height: 100 is not a multiple of 8"),
     (dict(num_frames=0), "num_frames"),
     (dict(steps=0), "steps"),
     (dict(fit="zoom"), "fit"),

@@ -42,9 +42,8 @@ class SVDRunHooks:
 
 
 def size_step(model: SVDModel) -> int:
-    """Frame sides must be multiples of this: the VAE factor times the UNet's total downsampling."""
-    levels = len(model.unet.config.block_out_channels)
-    return model.spatial_factor * 2 ** (levels - 1)
+    """Frame sides must be multiples of the VAE factor (8); the UNet resizes its skips for other sizes."""
+    return model.spatial_factor
 
 
 def check_request(model: SVDModel, images: torch.Tensor, req: SVDRequest):
