@@ -30,6 +30,7 @@ PACK_FOLDERS = {
     "lvcd": (".safetensors", ".ckpt", ".pth", ".pt", ".sft"),
     "ganime": (".safetensors", ".ckpt", ".pth", ".pt", ".sft"),
     "lineart": (".safetensors", ".ckpt", ".pth", ".pt", ".sft"),
+    "interpolation": (".safetensors", ".ckpt", ".pth", ".pt", ".sft"),
 }
 
 
