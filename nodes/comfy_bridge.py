@@ -89,9 +89,32 @@ def empty_cache():
         torch.cuda.empty_cache()
 
 
-if IN_COMFYUI and os.environ.get("ANIMEVIDEO_CACHE_BUDGET_GB") in (None, ""):
-    # ComfyUI's output cache holds loaded models; POST /free drops it and must release ours too.
-    MODEL_CACHE.set_budget(0)
+def release_models_with(model_management) -> None:
+    """Make ComfyUI's "unload all models" (``POST /free``, the Unload Models button) release ours too.
+
+    Only needed when ``ANIMEVIDEO_CACHE_BUDGET_GB`` lets our cache hold models; the call-through wrapper
+    is installed once and leaves ComfyUI's own behaviour unchanged.
+    """
+    original = model_management.unload_all_models
+    if getattr(original, "_animevideo_wrapped", False):
+        return
+
+    def unload_all_models(*args, **kwargs):
+        try:
+            return original(*args, **kwargs)
+        finally:
+            MODEL_CACHE.release_all()
+
+    unload_all_models._animevideo_wrapped = True
+    model_management.unload_all_models = unload_all_models
+
+
+if IN_COMFYUI:
+    if os.environ.get("ANIMEVIDEO_CACHE_BUDGET_GB") in (None, ""):
+        # ComfyUI's output cache holds loaded models; POST /free drops it and so releases ours too.
+        MODEL_CACHE.set_budget(0)
+    else:
+        release_models_with(_mm)
 
 
 # ---------------------------------------------------------------------------------------------

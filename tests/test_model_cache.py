@@ -53,3 +53,22 @@ def test_a_model_larger_than_the_budget_is_still_returned():
     cache = ModelCache(budget_bytes=10)
     m = cache.get_or_load("big", lambda: _model(64))
     assert isinstance(m, torch.nn.Linear)
+
+
+def test_comfyui_unload_all_models_also_releases_our_cache(monkeypatch):
+    import types
+
+    from animevideo.nodes import comfy_bridge
+    from animevideo.pipelines import model_cache
+
+    cache = ModelCache(budget_bytes=1 << 30)
+    monkeypatch.setattr(comfy_bridge, "MODEL_CACHE", cache)
+    calls = []
+    fake_mm = types.SimpleNamespace(unload_all_models=lambda: calls.append("comfy"))
+    comfy_bridge.release_models_with(fake_mm)
+    comfy_bridge.release_models_with(fake_mm)  # installed once
+    cache.get_or_load("a", lambda: _model(8))
+    fake_mm.unload_all_models()
+    gc.collect()
+    assert calls == ["comfy"] and cache.alive_keys() == []
+    assert model_cache.MODEL_CACHE is not cache
