@@ -1,0 +1,277 @@
+"""A real ComfyUI server with this pack installed, for tests/integration/.
+
+Runs only when COMFYUI_DIR (a ComfyUI source tree holding main.py) and COMFYUI_PYTHON (a Python whose
+environment has ComfyUI's and this pack's requirements) are set; otherwise every test here skips.
+``shared/tools/comfyui-harness.sh setup`` makes such a pair and ``... env`` prints the exports.
+
+The session fixture ``comfy`` builds a throwaway ``--base-directory`` (custom_nodes/ holding a symlink
+to this checkout, models/ with tiny random-weight models from scripts/make_tiny_models.py, input/,
+output/, user/), starts ``main.py --cpu`` on a free loopback port, waits for /system_stats and stops
+the server at the end of the session, also when a test or the start itself fails.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+HERE = os.path.dirname(os.path.abspath(__file__))
+SKIP_REASON = ("set COMFYUI_DIR and COMFYUI_PYTHON (see shared/tools/comfyui-harness.sh) "
+               "to run the real-ComfyUI tests")
+PACK_LINK_NAME = "AnimeVideo"  # the folder name ComfyUI sees in custom_nodes/ (also its module name)
+START_TIMEOUT_S = float(os.environ.get("COMFYUI_START_TIMEOUT", "180"))
+STOP_TIMEOUT_S = 20.0
+
+
+def comfy_env():
+    return os.environ.get("COMFYUI_DIR"), os.environ.get("COMFYUI_PYTHON")
+
+
+def pytest_collection_modifyitems(config, items):
+    comfy_dir, comfy_python = comfy_env()
+    if comfy_dir and comfy_python:
+        return
+    skip = pytest.mark.skip(reason=SKIP_REASON)
+    for item in items:
+        if str(item.path).startswith(HERE + os.sep):
+            item.add_marker(skip)
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def read_rss_kb(pid: int) -> int:
+    """VmRSS of a process in KiB, from /proc/<pid>/status."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise RuntimeError(f"no VmRSS for pid {pid}")
+
+
+class RunResult:
+    def __init__(self, prompt_id, messages, history):
+        self.prompt_id = prompt_id
+        self.messages = messages  # [(type, data)] for this prompt, in arrival order
+        self.history = history
+
+    def of_type(self, kind):
+        return [d for t, d in self.messages if t == kind]
+
+    @property
+    def types(self):
+        return [t for t, _ in self.messages]
+
+    @property
+    def status(self):
+        return (self.history or {}).get("status", {}).get("status_str")
+
+    def describe(self):
+        errors = self.of_type("execution_error")
+        if errors:
+            e = errors[0]
+            return (f"execution_error in node {e.get('node_id')} ({e.get('node_type')}): "
+                    f"{e.get('exception_type')}: {e.get('exception_message')}\n{''.join(e.get('traceback') or [])}")
+        return f"events {self.types}, history status {self.status}"
+
+
+class ComfyServer:
+    """One ComfyUI process plus small HTTP / websocket helpers."""
+
+    def __init__(self, comfy_dir, comfy_python, base, models_dir, log_path):
+        self.comfy_dir, self.comfy_python = comfy_dir, comfy_python
+        self.base, self.models_dir, self.log_path = base, models_dir, log_path
+        self.input_dir = os.path.join(base, "input")
+        self.output_dir = os.path.join(base, "output")
+        self.pack_link = os.path.join(base, "custom_nodes", PACK_LINK_NAME)
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc = None
+        self.rss_at_start_kb = None
+        self._object_info = None
+
+    # -- process ------------------------------------------------------------------------------
+    def start(self):
+        import requests
+
+        cmd = [self.comfy_python, os.path.join(self.comfy_dir, "main.py"), "--cpu", "--listen", "127.0.0.1",
+               "--port", str(self.port), "--disable-auto-launch", "--disable-api-nodes",
+               "--base-directory", self.base]
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        # Test the pack's default in-ComfyUI memory policy, whatever the caller's shell has set.
+        env.pop("ANIMEVIDEO_CACHE_BUDGET_GB", None)
+        self._log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen(cmd, cwd=self.comfy_dir, stdout=self._log, stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL, env=env, start_new_session=True)
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"ComfyUI exited with {self.proc.returncode} while starting:\n{self.log_tail()}")
+            try:
+                if requests.get(self.url + "/system_stats", timeout=2).status_code == 200:
+                    self.rss_at_start_kb = read_rss_kb(self.proc.pid)
+                    return
+            except requests.RequestException:
+                pass
+            time.sleep(0.5)
+        raise RuntimeError(f"ComfyUI did not answer /system_stats within {START_TIMEOUT_S:.0f} s:\n{self.log_tail()}")
+
+    def stop(self):
+        if self.proc is not None and self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGTERM)  # its own session: the server and its children
+            except ProcessLookupError:
+                pass
+            try:
+                self.proc.wait(STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(STOP_TIMEOUT_S)
+        if getattr(self, "_log", None):
+            self._log.close()
+
+    def log_text(self) -> str:
+        with open(self.log_path, "rb") as f:
+            return f.read().decode("utf-8", "replace")
+
+    def log_tail(self, n=60) -> str:
+        return "\n".join(self.log_text().splitlines()[-n:]) + f"\n(full log: {self.log_path})"
+
+    def rss_kb(self) -> int:
+        return read_rss_kb(self.proc.pid)
+
+    # -- HTTP ---------------------------------------------------------------------------------
+    def get(self, path, **kw):
+        import requests
+
+        r = requests.get(self.url + path, timeout=kw.pop("timeout", 30), **kw)
+        r.raise_for_status()
+        return r.json()
+
+    def post(self, path, payload=None, **kw):
+        import requests
+
+        return requests.post(self.url + path, json=payload, timeout=kw.pop("timeout", 30), **kw)
+
+    def object_info(self, refresh=False) -> dict:
+        if self._object_info is None or refresh:
+            self._object_info = self.get("/object_info", timeout=60)
+        return self._object_info
+
+    def upload_image(self, path) -> dict:
+        import requests
+
+        with open(path, "rb") as f:
+            r = requests.post(self.url + "/upload/image", files={"image": (os.path.basename(path), f, "image/png")},
+                              data={"overwrite": "true", "type": "input"}, timeout=30)
+        r.raise_for_status()
+        return r.json()
+
+    def free(self, unload_models=True, free_memory=True):
+        r = self.post("/free", {"unload_models": unload_models, "free_memory": free_memory})
+        r.raise_for_status()
+
+    # -- prompts ------------------------------------------------------------------------------
+    def connect(self):
+        import websocket
+
+        client_id = uuid.uuid4().hex
+        ws = websocket.create_connection(f"ws://127.0.0.1:{self.port}/ws?clientId={client_id}", timeout=10)
+        return client_id, ws
+
+    def queue(self, prompt, client_id):
+        r = self.post("/prompt", {"prompt": prompt, "client_id": client_id})
+        assert r.status_code == 200, f"POST /prompt answered {r.status_code}: {r.text[:4000]}"
+        body = r.json()
+        assert not body.get("node_errors"), f"node_errors: {body['node_errors']}"
+        return body["prompt_id"]
+
+    def run(self, prompt, timeout=300.0, on_message=None) -> RunResult:
+        """Queue ``prompt`` and follow it on the websocket until the server reports it done.
+
+        ``on_message(type, data, prompt_id)`` is called for each of this prompt's text messages.
+        """
+        client_id, ws = self.connect()
+        try:
+            prompt_id = self.queue(prompt, client_id)
+            messages = []
+            deadline = time.monotonic() + timeout
+            while True:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise AssertionError(f"prompt {prompt_id} not done after {timeout:.0f} s; "
+                                         f"events so far {[t for t, _ in messages]}\n{self.log_tail()}")
+                ws.settimeout(min(left, 10.0))
+                try:
+                    raw = ws.recv()
+                except Exception as e:  # websocket timeout: check the server is alive, then keep waiting
+                    if type(e).__name__ != "WebSocketTimeoutException":
+                        raise
+                    if self.proc.poll() is not None:
+                        raise AssertionError(f"ComfyUI died during the run:\n{self.log_tail()}") from None
+                    continue
+                if isinstance(raw, bytes):  # previews: a 4-byte big-endian event type, then the payload
+                    event = int.from_bytes(raw[:4], "big") if len(raw) >= 4 else None
+                    messages.append(("binary", {"event": event, "size": len(raw)}))
+                    continue
+                msg = json.loads(raw)
+                kind, data = msg.get("type"), msg.get("data") or {}
+                if data.get("prompt_id") != prompt_id:  # queue status and other prompts' events
+                    continue
+                messages.append((kind, data))
+                if on_message is not None:
+                    on_message(kind, data, prompt_id)
+                if kind == "executing" and data.get("node") is None and data.get("prompt_id") == prompt_id:
+                    break
+        finally:
+            ws.close()
+        history = self.get(f"/history/{prompt_id}").get(prompt_id)
+        return RunResult(prompt_id, messages, history)
+
+
+def make_tiny_models(models_dir):
+    """scripts/make_tiny_models.py, in a child process (the test process stays free of the models)."""
+    r = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "make_tiny_models.py"), models_dir],
+                       capture_output=True, text=True, timeout=600)
+    if r.returncode != 0:
+        raise RuntimeError(f"make_tiny_models.py failed ({r.returncode}):\n{r.stdout}\n{r.stderr}")
+
+
+@pytest.fixture(scope="session")
+def comfy(tmp_path_factory):
+    pytest.importorskip("requests")
+    pytest.importorskip("websocket", reason="websocket-client is needed for the real-ComfyUI tests")
+    comfy_dir, comfy_python = comfy_env()
+    if not (comfy_dir and comfy_python):
+        pytest.skip(SKIP_REASON)
+    if not os.path.isfile(os.path.join(comfy_dir, "main.py")):
+        pytest.fail(f"COMFYUI_DIR={comfy_dir} has no main.py")
+    if not os.access(comfy_python, os.X_OK):
+        pytest.fail(f"COMFYUI_PYTHON={comfy_python} is not an executable")
+
+    work = tmp_path_factory.mktemp("comfyui")
+    models_dir = str(work / "models-tiny")
+    make_tiny_models(models_dir)
+    base = work / "base"
+    for sub in ("custom_nodes", "input", "output", "user"):
+        (base / sub).mkdir(parents=True)
+    os.symlink(ROOT, base / "custom_nodes" / PACK_LINK_NAME)
+    os.symlink(models_dir, base / "models")
+
+    server = ComfyServer(comfy_dir, comfy_python, str(base), models_dir, str(work / "server.log"))
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()

@@ -1,0 +1,516 @@
+"""The pack inside a real ComfyUI server (CPU, tiny random-weight models): loading, /object_info,
+the shipped workflows (validated and run), progress, interrupt, and memory release on POST /free.
+
+Needs COMFYUI_DIR and COMFYUI_PYTHON (see conftest.py); every test skips without them.
+"""
+from __future__ import annotations
+
+import copy
+import glob
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+WORKFLOWS = os.path.join(ROOT, "workflows")
+API = os.path.join(WORKFLOWS, "api")
+EXAMPLES = os.path.join(ROOT, "examples")
+OUR_PREFIX = "AnimeVideo"
+WIDGET_TYPES = ("INT", "FLOAT", "STRING", "BOOLEAN", "COMBO")
+UPLOAD_FLAGS = ("image_upload", "video_upload", "audio_upload", "animated_image_upload", "mesh_upload")
+SEED_NAMES = ("seed", "noise_seed")
+
+# Small overrides that make any shipped workflow run in seconds on a CPU with the tiny models.
+SMALL = {"width": 64, "height": 64, "num_frames": 3, "steps": 2, "decode_chunk_size": 2}
+INTERRUPT_STEPS = 100  # far more than the run needs before the interrupt lands
+
+# Memory test: a larger tiny-layout SVD, so the model's share of the RSS is well above the noise.
+MEMTEST_CKPT = "svd_memtest.safetensors"
+MEMTEST_UNET = {"block_out_channels": (256, 512), "num_attention_heads": (4, 8)}
+# After /free the RSS must come back to within this share of what the model run added ...
+MEMTEST_MAX_RESIDUAL_SHARE = 0.25
+# ... and the run must have added at least this share of the checkpoint size, or the signal is noise.
+MEMTEST_MIN_SIGNAL_SHARE = 0.5
+MEMTEST_POLL_S = 30.0
+# ComfyUI 0.8.0 can act on half of a /free: the route sets "unload_models" and then "free_memory" with
+# two PromptQueue.set_flag() calls, each a Condition.notify(). When the worker wakes on the first and
+# reads the flags before the second is set, it unloads (a no-op for our models), runs gc and goes back
+# to q.get(timeout=1000); the second notify found no waiter and is lost, so "free_memory" (which drops
+# the output cache that holds our models, execution.py::PromptExecutor.reset) waits for the next wake-up
+# (main.py::prompt_worker). Seen here in about one /free out of three. A second /free wakes the worker,
+# which then reads the pending flag, so the test repeats /free once when the RSS has not dropped.
+# A model that something really keeps alive stays put either way.
+MEMTEST_IDLE_S = 2.0
+MEMTEST_FREE_TRIES = 2
+
+API_FILES = sorted(glob.glob(os.path.join(API, "*.json")))
+UI_FILES = sorted(glob.glob(os.path.join(WORKFLOWS, "*.json")))
+
+
+def stem(path):
+    return os.path.splitext(os.path.basename(path))[0]
+
+
+def load(path):
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def api_copy(ui_path):
+    return os.path.join(API, os.path.basename(ui_path))
+
+
+def is_link(v):
+    return (isinstance(v, list) and len(v) == 2 and isinstance(v[0], str)
+            and isinstance(v[1], int) and not isinstance(v[1], bool))
+
+
+# ---------------------------------------------------------------------------------------------
+# /object_info helpers
+# ---------------------------------------------------------------------------------------------
+
+def input_specs(info: dict) -> dict:
+    """name -> (type, options, section) for one /object_info entry, in input_order."""
+    order = info.get("input_order") or {s: list(info["input"].get(s, {})) for s in ("required", "optional")}
+    out = {}
+    for section in ("required", "optional"):
+        for name in order.get(section, []):
+            spec = info["input"][section][name]
+            out[name] = (spec[0], spec[1] if len(spec) > 1 else {}, section)
+    return out
+
+
+def combo_options(spec_type, opts):
+    if isinstance(spec_type, list):
+        return spec_type
+    if spec_type == "COMBO":
+        return opts.get("options", [])
+    return None
+
+
+def is_widget(spec_type) -> bool:
+    return isinstance(spec_type, list) or spec_type in WIDGET_TYPES
+
+
+def extra_ui_entries(name, spec_type, opts) -> int:
+    """UI-only entries the canvas stores after a widget's value (seed control, upload button)."""
+    n = 0
+    if spec_type == "INT" and (opts.get("control_after_generate") or name in SEED_NAMES):
+        n += 1
+    if any(opts.get(flag) for flag in UPLOAD_FLAGS):
+        n += 1
+    return n
+
+
+def types_match(output_type, input_type) -> bool:
+    """ComfyUI's link rule: equal, '*' on either side, or the output's union within the input's."""
+    if isinstance(input_type, list) or input_type == "COMBO":
+        return isinstance(output_type, list) or output_type in ("COMBO", "*")
+    if output_type == input_type or "*" in (output_type, input_type):
+        return True
+    return set(str(output_type).split(",")) <= set(str(input_type).split(","))
+
+
+def validate_api_prompt(prompt: dict, object_info: dict) -> list[str]:
+    """What the server's own validation would object to, as readable strings (empty: valid)."""
+    problems = []
+    for node_id, node in prompt.items():
+        ctype = node.get("class_type")
+        if ctype not in object_info:
+            problems.append(f"node {node_id}: unknown node type {ctype!r}")
+            continue
+        info = object_info[ctype]
+        specs = input_specs(info)
+        hidden = set(info["input"].get("hidden", {}))
+        for name, (_, _, section) in specs.items():
+            if section == "required" and name not in node["inputs"]:
+                problems.append(f"node {node_id} ({ctype}): required input '{name}' missing")
+        for name, value in node["inputs"].items():
+            where = f"node {node_id} ({ctype}) input '{name}'"
+            if name not in specs:
+                if name not in hidden:
+                    problems.append(f"{where}: not an input of {ctype}")
+                continue
+            spec_type, opts, _ = specs[name]
+            if is_link(value):
+                src = prompt.get(value[0])
+                if src is None or src.get("class_type") not in object_info:
+                    problems.append(f"{where}: linked to unknown node {value[0]}")
+                    continue
+                outputs = object_info[src["class_type"]]["output"]
+                if value[1] >= len(outputs):
+                    problems.append(f"{where}: {src['class_type']} has no output {value[1]}")
+                elif not types_match(outputs[value[1]], spec_type):
+                    problems.append(f"{where}: wants {spec_type}, linked to {src['class_type']} output "
+                                    f"{value[1]} of type {outputs[value[1]]}")
+                continue
+            options = combo_options(spec_type, opts)
+            if options is not None:
+                if value not in options:
+                    problems.append(f"{where}: {value!r} is not one of {options}")
+                continue
+            if spec_type == "INT":
+                ok = isinstance(value, int) and not isinstance(value, bool)
+            elif spec_type == "FLOAT":
+                ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+            elif spec_type == "BOOLEAN":
+                ok = isinstance(value, bool)
+            elif spec_type == "STRING":
+                ok = isinstance(value, str)
+            else:
+                problems.append(f"{where}: literal {value!r} for the socket type {spec_type}")
+                continue
+            if not ok:
+                problems.append(f"{where}: {value!r} is not a {spec_type}")
+                continue
+            if spec_type in ("INT", "FLOAT"):
+                if "min" in opts and value < opts["min"]:
+                    problems.append(f"{where}: {value} is below min {opts['min']}")
+                if "max" in opts and value > opts["max"]:
+                    problems.append(f"{where}: {value} is above max {opts['max']}")
+    return problems
+
+
+def with_overrides(prompt: dict, **named) -> dict:
+    """A copy with every literal input of the given names replaced (links are left alone)."""
+    out = copy.deepcopy(prompt)
+    for node in out.values():
+        for name, value in named.items():
+            if name in node["inputs"] and not is_link(node["inputs"][name]):
+                node["inputs"][name] = value
+    return out
+
+
+_unique = [int(time.time()) % 100000]
+
+
+def fresh_seed(prompt: dict) -> dict:
+    """A new seed on every seeded node: ComfyUI would otherwise serve a repeated prompt from its cache
+    and run (and report progress for) nothing."""
+    _unique[0] += 1
+    return with_overrides(prompt, **{n: _unique[0] for n in SEED_NAMES})
+
+
+def small_run_prompt(path, **extra) -> dict:
+    return fresh_seed(with_overrides(load(path), **{**SMALL, **extra}))
+
+
+def saved_files(result) -> list[dict]:
+    """File entries ({filename, subfolder, type}) in a finished prompt's history outputs."""
+    files = []
+    for ui in (result.history or {}).get("outputs", {}).values():
+        for key, entries in ui.items():
+            if isinstance(entries, list):
+                files.extend(e for e in entries if isinstance(e, dict) and "filename" in e)
+    return files
+
+
+def video_props(comfy, path) -> dict:
+    """Frame count and size of a saved video, read with PyAV in ComfyUI's Python (which has it)."""
+    code = ("import av, json, sys\n"
+            "c = av.open(sys.argv[1]); s = c.streams.video[0]\n"
+            "n = sum(1 for _ in c.decode(s))\n"
+            "print(json.dumps({'frames': n, 'width': s.codec_context.width, 'height': s.codec_context.height}))\n")
+    r = subprocess.run([comfy.comfy_python, "-c", code, path], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, f"could not read {path} with PyAV: {r.stderr[-2000:]}"
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="session")
+def uploaded_examples(comfy):
+    """Every example image, uploaded through POST /upload/image (as the canvas does)."""
+    names = []
+    for path in sorted(glob.glob(os.path.join(EXAMPLES, "*"))):
+        if path.lower().endswith((".png", ".jpg", ".jpeg", ".webp")):
+            answer = comfy.upload_image(path)
+            assert answer["name"] == os.path.basename(path), answer
+            assert os.path.isfile(os.path.join(comfy.input_dir, answer.get("subfolder", ""), answer["name"]))
+            names.append(answer["name"])
+    return names
+
+
+@pytest.fixture(scope="session")
+def object_info(comfy, uploaded_examples):
+    # fetched after the uploads, so LoadImage's combo lists the example images
+    return comfy.object_info(refresh=True)
+
+
+@pytest.fixture(scope="session")
+def our_nodes():
+    import animevideo.nodes  # registered as a package by tests/conftest.py
+
+    return animevideo.nodes.NODE_CLASS_MAPPINGS, animevideo.nodes.NODE_DISPLAY_NAME_MAPPINGS
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading
+# ---------------------------------------------------------------------------------------------
+
+def test_pack_imports_without_errors(comfy):
+    log = comfy.log_text()
+    ours = [line for line in log.splitlines() if comfy.pack_link in line or ROOT in line]
+    failures = [line for line in ours if re.search(r"IMPORT FAILED|Cannot import", line)]
+    assert not failures, "the pack failed to import:\n" + "\n".join(failures) + "\n" + comfy.log_tail()
+    loaded = [line for line in ours if re.search(r"^\s*[\d.]+ seconds: ", line)]
+    assert loaded, f"the pack is not in ComfyUI's 'Import times for custom nodes' list:\n{comfy.log_tail()}"
+    tracebacks = [line for line in ours if line.strip().startswith('File "')]
+    assert not tracebacks, "tracebacks through the pack's code in the server log:\n" + "\n".join(tracebacks)
+
+
+def test_object_info_lists_every_node(comfy, our_nodes):
+    mappings, display_names = our_nodes
+    assert mappings, "NODE_CLASS_MAPPINGS is empty"
+    info = comfy.object_info()
+    missing = sorted(set(mappings) - set(info))
+    assert not missing, f"/object_info lacks {missing}\n{comfy.log_tail()}"
+    for name, cls in mappings.items():
+        entry = info[name]
+        assert entry["python_module"] == f"custom_nodes.{os.path.basename(comfy.pack_link)}", entry["python_module"]
+        assert entry["display_name"] == display_names.get(name, name)
+        assert entry["output"] == list(cls.RETURN_TYPES)
+        assert entry["category"].startswith(OUR_PREFIX)
+    stray = sorted(n for n in info if n.startswith(OUR_PREFIX) and n not in mappings)
+    assert not stray, f"/object_info has {OUR_PREFIX}* nodes not in NODE_CLASS_MAPPINGS: {stray}"
+
+
+def test_shipped_svd_models_are_listed(comfy, object_info):
+    names = object_info["AnimeVideoLoadSVD"]["input"]["required"]["ckpt_name"][0]
+    assert "svd_xt.safetensors" in names
+    assert "stable-video-diffusion-img2vid-xt" in names
+
+
+# ---------------------------------------------------------------------------------------------
+# Shipped workflows against the live node definitions
+# ---------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("path", API_FILES, ids=stem)
+def test_api_workflow_validates_against_object_info(path, object_info):
+    problems = validate_api_prompt(load(path), object_info)
+    assert not problems, "\n".join(problems)
+
+
+@pytest.mark.parametrize("path", UI_FILES, ids=stem)
+def test_ui_workflow_matches_object_info_and_api_copy(path, object_info):
+    ui = load(path)
+    assert os.path.isfile(api_copy(path)), f"no API copy for {os.path.basename(path)}"
+    api = load(api_copy(path))
+    unknown = sorted({n["type"] for n in ui["nodes"]} - set(object_info))
+    assert not unknown, f"node types the server does not know: {unknown}"
+    nodes = {n["id"]: n for n in ui["nodes"] if n.get("mode", 0) == 0}
+    assert {str(i): n["type"] for i, n in nodes.items()} == {i: n["class_type"] for i, n in api.items()}
+
+    # sockets as the server defines them
+    for n in nodes.values():
+        info = object_info[n["type"]]
+        specs = input_specs(info)
+        for i, out in enumerate(n["outputs"]):
+            assert out["type"] == info["output"][i], f"node {n['id']} output {i}: {out['type']}"
+            assert out["name"] == info["output_name"][i], f"node {n['id']} output {i}: {out['name']}"
+        for inp in n["inputs"]:
+            assert inp["name"] in specs, f"node {n['id']}: no input '{inp['name']}' on {n['type']}"
+            spec_type = specs[inp["name"]][0]
+            if not isinstance(spec_type, list) and spec_type != "COMBO":
+                assert inp["type"] == spec_type, f"node {n['id']}.{inp['name']}: {inp['type']} vs {spec_type}"
+
+    # links = the API copy's linked inputs
+    ui_links = set()
+    for _, src, src_slot, dst, dst_slot, link_type in ui["links"]:
+        if src not in nodes or dst not in nodes:
+            continue
+        name = nodes[dst]["inputs"][dst_slot]["name"]
+        out_type = object_info[nodes[src]["type"]]["output"][src_slot]
+        in_type = input_specs(object_info[nodes[dst]["type"]])[name][0]
+        assert types_match(out_type, in_type), f"link into node {dst}.{name}: {out_type} does not fit {in_type}"
+        ui_links.add((str(dst), name, str(src), src_slot))
+    api_links = {(i, k, v[0], v[1]) for i, n in api.items() for k, v in n["inputs"].items() if is_link(v)}
+    assert ui_links == api_links, f"UI only: {sorted(ui_links - api_links)}; API only: {sorted(api_links - ui_links)}"
+
+    # widget values = the API copy's literals, for every node (positional, in input_order)
+    for node_id, n in nodes.items():
+        values = list(n.get("widgets_values") or [])
+        linked = {i["name"] for i in n["inputs"] if i.get("link") is not None}
+        k = 0
+        for name, (spec_type, opts, _) in input_specs(object_info[n["type"]]).items():
+            if not is_widget(spec_type):
+                continue
+            assert k < len(values), f"node {node_id} ({n['type']}): no widget value for '{name}'"
+            value, k = values[k], k + 1 + extra_ui_entries(name, spec_type, opts)
+            api_value = api[str(node_id)]["inputs"].get(name)
+            if name in linked:
+                assert is_link(api_value), f"node {node_id}.{name}: linked in the UI, {api_value!r} in the API copy"
+            else:
+                assert api_value == value and isinstance(api_value, bool) == isinstance(value, bool), (
+                    f"node {node_id} ({n['type']}).{name}: UI {value!r} != API {api_value!r}")
+        assert k == len(values), f"node {node_id} ({n['type']}): {len(values)} widget values, {k} expected"
+
+
+# ---------------------------------------------------------------------------------------------
+# Running them
+# ---------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("path", API_FILES, ids=stem)
+def test_api_workflow_runs_and_saves(path, comfy, uploaded_examples):
+    prompt = small_run_prompt(path)
+    started = time.time()
+    result = comfy.run(prompt, timeout=600)
+    assert "execution_success" in result.types, result.describe() + "\n" + comfy.log_tail()
+    assert result.status == "success", result.describe()
+    assert not result.of_type("execution_error")
+
+    progress = result.of_type("progress")
+    assert progress, f"no 'progress' websocket message for the prompt (events: {result.types})"
+    ours = {i for i, n in prompt.items() if n["class_type"].startswith(OUR_PREFIX)}
+    assert {p.get("node") for p in progress} & ours, f"no progress from our nodes {ours}: {progress}"
+
+    wants_preview = [i for i in ours if prompt[i]["inputs"].get("latent_preview") is True]
+    if wants_preview:  # PREVIEW_IMAGE (1) frames, sent by ComfyUI's progress hook from our previews
+        previews = [d for d in result.of_type("binary") if d["event"] == 1]
+        assert previews, f"latent_preview is on in nodes {wants_preview} but no preview image arrived"
+
+    files = saved_files(result)
+    assert files, f"no files in the history outputs: {result.history.get('outputs')}"
+    for entry in files:
+        assert entry.get("type") == "output", entry
+        on_disk = os.path.join(comfy.output_dir, entry.get("subfolder", ""), entry["filename"])
+        assert os.path.isfile(on_disk), f"{on_disk} is in the history but not on disk"
+        assert os.path.getsize(on_disk) > 0 and os.path.getmtime(on_disk) >= started - 1
+        if on_disk.endswith((".mp4", ".webm", ".mkv", ".mov")):
+            props = video_props(comfy, on_disk)
+            assert props == {"frames": SMALL["num_frames"], "width": SMALL["width"], "height": SMALL["height"]}, props
+
+
+def sampler_workflow():
+    for path in API_FILES:
+        prompt = load(path)
+        if any(n["class_type"].startswith(OUR_PREFIX) and "steps" in n["inputs"] for n in prompt.values()):
+            return path
+    pytest.skip("no shipped API workflow has one of our nodes with a 'steps' input")
+
+
+def test_interrupt_stops_a_run_and_the_next_prompt_runs(comfy, uploaded_examples):
+    path = sampler_workflow()
+    prompt = small_run_prompt(path, steps=INTERRUPT_STEPS)
+    sent = {}
+
+    def interrupt_on_first_progress(kind, data, prompt_id):
+        if kind == "progress" and "at" not in sent:
+            sent["at"] = time.monotonic()
+            sent["value"] = data.get("value")
+            r = comfy.post("/interrupt", {"prompt_id": prompt_id})
+            assert r.status_code == 200, r.text
+
+    result = comfy.run(prompt, timeout=600, on_message=interrupt_on_first_progress)
+    assert "at" in sent, f"the run sent no progress message to interrupt on: {result.describe()}"
+    interrupted = result.of_type("execution_interrupted")
+    assert interrupted, f"expected execution_interrupted, got {result.describe()}"
+    assert "execution_success" not in result.types
+    assert interrupted[0]["node_type"].startswith(OUR_PREFIX), interrupted[0]
+    last_value = max(p["value"] for p in result.of_type("progress"))
+    total = result.of_type("progress")[0]["max"]
+    assert last_value < total, f"the run went to the end ({last_value}/{total}) before stopping"
+    assert result.status != "success"
+    assert not saved_files(result), "an interrupted run saved output"
+
+    after = comfy.run(small_run_prompt(path), timeout=600)
+    assert "execution_success" in after.types, after.describe() + "\n" + comfy.log_tail()
+    assert saved_files(after)
+
+
+# ---------------------------------------------------------------------------------------------
+# Memory
+# ---------------------------------------------------------------------------------------------
+
+def settle_rss(comfy, seconds_min=3.0, seconds_max=MEMTEST_POLL_S, until=None) -> tuple[int, list[int]]:
+    """Poll the server's RSS once a second until it is steady (or ``until(rss)`` holds)."""
+    samples = []
+    start = time.monotonic()
+    while True:
+        time.sleep(1.0)
+        samples.append(comfy.rss_kb())
+        elapsed = time.monotonic() - start
+        if until is not None and until(samples[-1]) and elapsed >= seconds_min:
+            break
+        if until is None and elapsed >= seconds_min and len(samples) >= 3 and \
+                max(samples[-3:]) - min(samples[-3:]) < 4 * 1024:
+            break
+        if elapsed >= seconds_max:
+            break
+    return samples[-1], samples
+
+
+def write_memtest_checkpoint(path):
+    code = (
+        "import sys, types\n"
+        f"root = {ROOT!r}\n"
+        "pkg = types.ModuleType('animevideo'); pkg.__path__ = [root]; sys.modules['animevideo'] = pkg\n"
+        "from animevideo.pipelines.svd import tiny\n"
+        f"unet, vae, clip = tiny.build_tiny_svd(0, unet_overrides={MEMTEST_UNET!r})\n"
+        "tiny.write_sgm_file(sys.argv[1] + '.part', unet, vae, clip)\n"
+        "import os; os.replace(sys.argv[1] + '.part', sys.argv[1])\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code, path], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, f"could not write {path}:\n{r.stderr[-3000:]}"
+
+
+def test_free_releases_our_models(comfy, uploaded_examples, record_property):
+    path = sampler_workflow()
+    prompt = load(path)
+    assert any("ckpt_name" in n["inputs"] for n in prompt.values()), "the sampler workflow has no ckpt_name"
+    ckpt = os.path.join(comfy.models_dir, "checkpoints", MEMTEST_CKPT)
+    if not os.path.exists(ckpt):
+        write_memtest_checkpoint(ckpt)
+    ckpt_mb = os.path.getsize(ckpt) / 2**20
+
+    # Baseline: whatever earlier tests loaded is released first, so only the memtest model counts.
+    time.sleep(MEMTEST_IDLE_S)
+    comfy.free()
+    before_kb, _ = settle_rss(comfy)
+    comfy.free()  # the repeat of a possibly missed /free (see MEMTEST_FREE_TRIES)
+    before_kb = min(before_kb, settle_rss(comfy)[0])
+
+    result = comfy.run(small_run_prompt(path, ckpt_name=MEMTEST_CKPT), timeout=600)
+    assert "execution_success" in result.types, result.describe() + "\n" + comfy.log_tail()
+    time.sleep(MEMTEST_IDLE_S)
+    loaded_kb = comfy.rss_kb()
+    increase_kb = loaded_kb - before_kb
+
+    limit_kb = before_kb + MEMTEST_MAX_RESIDUAL_SHARE * increase_kb
+    samples, free_requests = [], 0
+    for _ in range(MEMTEST_FREE_TRIES):
+        comfy.free()
+        free_requests += 1
+        after_kb, polled = settle_rss(comfy, seconds_min=3.0, seconds_max=MEMTEST_POLL_S / MEMTEST_FREE_TRIES,
+                                      until=lambda rss: rss <= limit_kb)
+        samples += polled
+        if after_kb <= limit_kb:
+            break
+
+    numbers = {
+        "rss_at_server_start_mb": round(comfy.rss_at_start_kb / 1024, 1),
+        "rss_before_load_mb": round(before_kb / 1024, 1),
+        "rss_after_run_mb": round(loaded_kb / 1024, 1),
+        "rss_after_free_mb": round(after_kb / 1024, 1),
+        "checkpoint_mb": round(ckpt_mb, 1),
+        "model_increase_mb": round(increase_kb / 1024, 1),
+        "residual_mb": round((after_kb - before_kb) / 1024, 1),
+        "free_requests": free_requests,
+        "poll_samples_mb": [round(s / 1024, 1) for s in samples],
+    }
+    record_property("rss", json.dumps(numbers))
+    print("RSS (MiB):", json.dumps(numbers))
+
+    assert increase_kb >= MEMTEST_MIN_SIGNAL_SHARE * ckpt_mb * 1024, (
+        f"loading a {ckpt_mb:.0f} MiB model raised the RSS by only {increase_kb / 1024:.0f} MiB: "
+        f"no usable signal ({numbers})")
+    assert after_kb <= limit_kb, (
+        f"POST /free left {(after_kb - before_kb) / 1024:.0f} MiB of the {increase_kb / 1024:.0f} MiB the model "
+        f"added (allowed: {MEMTEST_MAX_RESIDUAL_SHARE:.0%}): {numbers}")
+
+    # the pack still works after /free (reloads the model)
+    again = comfy.run(small_run_prompt(path), timeout=600)
+    assert "execution_success" in again.types, again.describe()
