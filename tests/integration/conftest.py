@@ -109,8 +109,11 @@ class ComfyServer:
                "--port", str(self.port), "--disable-auto-launch", "--disable-api-nodes",
                "--base-directory", self.base]
         env = dict(os.environ, PYTHONUNBUFFERED="1")
-        # Test the pack's default in-ComfyUI memory policy, whatever the caller's shell has set.
+        # Test the pack's default in-ComfyUI memory policy, whatever the caller's shell has set; the
+        # policy with a cache budget is tested by setting ANIMEVIDEO_TEST_SERVER_CACHE_BUDGET_GB.
         env.pop("ANIMEVIDEO_CACHE_BUDGET_GB", None)
+        if os.environ.get("ANIMEVIDEO_TEST_SERVER_CACHE_BUDGET_GB"):
+            env["ANIMEVIDEO_CACHE_BUDGET_GB"] = os.environ["ANIMEVIDEO_TEST_SERVER_CACHE_BUDGET_GB"]
         self._log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(cmd, cwd=self.comfy_dir, stdout=self._log, stderr=subprocess.STDOUT,
                                      stdin=subprocess.DEVNULL, env=env, start_new_session=True)
