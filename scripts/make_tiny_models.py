@@ -20,6 +20,7 @@ import types
 MARKER = ".animevideo-tiny-models.json"
 SVD_FILES = ("checkpoints/svd_xt.safetensors",)
 SVD_FOLDERS = ("diffusers/stable-video-diffusion-img2vid-xt",)
+INTERP_FILES = ("interpolation/anime_interp_full.ckpt",)
 
 
 def import_pack():
@@ -56,9 +57,10 @@ def check_target(models_dir: str, targets: list[str]):
 
 def write_all(models_dir: str, seed: int = 0) -> list[str]:
     import_pack()
+    from animevideo.pipelines.interpolate import tiny as interp_tiny
     from animevideo.pipelines.svd import tiny
 
-    targets = list(SVD_FILES) + list(SVD_FOLDERS)
+    targets = list(SVD_FILES) + list(SVD_FOLDERS) + list(INTERP_FILES)
     check_target(models_dir, targets)
     os.makedirs(models_dir, exist_ok=True)
     unet, vae, clip = tiny.build_tiny_svd(seed)
@@ -68,6 +70,9 @@ def write_all(models_dir: str, seed: int = 0) -> list[str]:
             tiny.write_sgm_file(os.path.join(tmp, os.path.basename(rel)), unet, vae, clip)
         for rel in SVD_FOLDERS:
             tiny.write_diffusers_folder(os.path.join(tmp, os.path.basename(rel)), unet, vae, clip)
+        interp_dir = os.path.join(tmp, "interp")
+        for rel in interp_tiny.write_tiny_interpolator(interp_dir, seed):
+            os.replace(os.path.join(interp_dir, rel), os.path.join(tmp, os.path.basename(rel)))
         for rel in targets:
             dst = os.path.join(models_dir, rel)
             os.makedirs(os.path.dirname(dst), exist_ok=True)

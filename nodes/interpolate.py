@@ -1,0 +1,257 @@
+"""Frame-interpolation nodes: an AnimeInterp loader and an anime-aware interpolator.
+
+The work happens in ``pipelines.interpolate``: ``timing`` finds repeated drawings and scene cuts
+and plans the output frames, ``run`` makes them pair by pair with the model.
+"""
+from __future__ import annotations
+
+import os
+
+import torch
+
+from ..pipelines.checkpoint_io import FileIdentity, resolve_in_folders
+from ..pipelines.errors import AnimeVideoInputError, AnimeVideoModelError
+from ..pipelines.image_ops import comfy_image_to_bchw
+from ..pipelines.interpolate import loader as interp_loader
+from ..pipelines.interpolate import run as interp_run
+from ..pipelines.interpolate import timing
+from ..pipelines.model_cache import MODEL_CACHE, model_nbytes
+from . import comfy_bridge as bridge
+
+INTERPOLATOR = "ANIMEVIDEO_INTERPOLATOR"
+KIND = "interpolation"
+EXTENSIONS = (".ckpt", ".pth", ".pt", ".safetensors", ".sft")
+DTYPES = list(interp_loader.DTYPES)
+CATEGORY = "AnimeVideo/Interpolate"
+MAX_MULTIPLIER = 16
+
+
+def interpolator_names() -> list[str]:
+    return bridge.list_files(KIND, EXTENSIONS)
+
+
+def missing_model_message(model_name: str) -> str:
+    return (f"model_name: '{model_name}' was not found in models/{KIND} ({bridge.models_dir_hint(KIND)}). "
+            f"{interp_loader.EXPECTED_FILE} Put it in models/{KIND}/.")
+
+
+def resolve_interpolator_path(model_name: str) -> str:
+    try:
+        path = resolve_in_folders(model_name, bridge.model_folders(KIND), "model_name")
+    except FileNotFoundError:
+        raise AnimeVideoModelError(missing_model_message(model_name)) from None
+    if not os.path.isfile(path):
+        raise AnimeVideoModelError(missing_model_message(model_name))
+    return path
+
+
+def load_interpolator_cached(model_name: str, dtype_name: str):
+    path = resolve_interpolator_path(model_name)
+    dtype = interp_loader.resolve_dtype(dtype_name)
+    key = ("animeinterp", FileIdentity.of(path), str(dtype))
+    return MODEL_CACHE.get_or_load(
+        key, lambda: interp_loader.load_interpolator(path, dtype).to(bridge.offload_device()))
+
+
+class InterpolatorHandle:
+    """What flows along the ANIMEVIDEO_INTERPOLATOR wire: the shared model, its file name, placement."""
+
+    def __init__(self, model, name: str, keep_on_gpu: bool):
+        self.model, self.name, self.keep_on_gpu = model, name, keep_on_gpu
+
+
+class AnimeVideoLoadInterpolator:
+    DESCRIPTION = ("Loads AnimeInterp (CVPR 2021) from its released anime_interp_full.ckpt, or a file in the same "
+                   "layout, for AnimeVideo Interpolate.")
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "model_name": (interpolator_names(), {
+                    "tooltip": "AnimeInterp weights in models/interpolation: anime_interp_full.ckpt from "
+                               "github.com/lisiyao21/AnimeInterp (README links), or a file in its layout."}),
+                "dtype": (DTYPES, {"default": "auto", "tooltip": "Weight precision. auto: fp32 (as released). "
+                                   "fp16/bf16 halve the memory on a GPU; flows are always refined in fp32."}),
+            },
+            "optional": {
+                "keep_on_gpu": ("BOOLEAN", {"default": False, "tooltip": "Keep the model on the GPU between "
+                                            "runs (faster re-runs, holds about 25 MB of VRAM). Off: it waits on "
+                                            "the CPU."}),
+            },
+        }
+
+    RETURN_TYPES = (INTERPOLATOR,)
+    RETURN_NAMES = ("interpolator",)
+    OUTPUT_TOOLTIPS = ("The loaded AnimeInterp model, for AnimeVideo Interpolate.",)
+    FUNCTION = "load"
+    CATEGORY = CATEGORY
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, model_name, dtype="auto"):
+        if dtype not in DTYPES:
+            return f"dtype: '{dtype}' is not one of {', '.join(DTYPES)}."
+        try:
+            resolve_interpolator_path(model_name)
+        except (AnimeVideoModelError, AnimeVideoInputError) as e:
+            return str(e)
+        return True
+
+    def load(self, model_name, dtype="auto", keep_on_gpu=False):
+        if dtype not in DTYPES:
+            raise AnimeVideoInputError(f"dtype: '{dtype}' is not one of {', '.join(DTYPES)}.")
+        model = load_interpolator_cached(model_name, dtype)
+        return (InterpolatorHandle(model, os.path.basename(model_name), keep_on_gpu),)
+
+
+class ModelOnDevice:
+    """Moves the model to the compute device for one run and back to the offload device afterwards."""
+
+    def __init__(self, model, keep_on_gpu: bool, working_bytes: int = 0):
+        self.model, self.keep, self.working = model, keep_on_gpu, working_bytes
+        self.device = bridge.torch_device()
+
+    def __enter__(self):
+        if self.model.device != self.device:
+            bridge.make_room(model_nbytes(self.model) + self.working, self.device)
+            self.model.to(self.device)
+        elif self.working:
+            bridge.make_room(self.working, self.device)
+        return self.model
+
+    def __exit__(self, *exc):
+        if not self.keep:
+            off = bridge.offload_device()
+            if self.model.device != off:
+                self.model.to(off)
+                bridge.empty_cache()
+        return False
+
+
+def clip_frames(frames) -> torch.Tensor:
+    """IMAGE -> [N, H, W, 3] float32 (alpha dropped, grey expanded), with input-named errors."""
+    x = comfy_image_to_bchw(frames, "frames")
+    if x.shape[0] == 0:
+        raise AnimeVideoInputError("frames: the batch is empty; give at least one frame.")
+    return x.permute(0, 2, 3, 1)
+
+
+def target_rate(source_fps: float, multiplier: int, target_fps: float) -> float:
+    if not source_fps or source_fps <= 0:
+        raise AnimeVideoInputError(f"source_fps: {source_fps} is not a frame rate; give the clip's real rate (> 0), "
+                                   "e.g. 24, 23.976 or 12.")
+    if target_fps is None or target_fps == 0:
+        if int(multiplier) != multiplier or not 1 <= multiplier <= MAX_MULTIPLIER:
+            raise AnimeVideoInputError(
+                f"multiplier: {multiplier} is not allowed; use a whole number from 1 to {MAX_MULTIPLIER} (2, 4 or 8 "
+                "are usual; 1 keeps the frame rate and only fills in repeated drawings), or set target_fps.")
+        return float(source_fps) * int(multiplier)
+    if target_fps < 0:
+        raise AnimeVideoInputError(f"target_fps: {target_fps} is negative; give the output rate in frames per second, "
+                                   "or 0 to use the multiplier.")
+    return float(target_fps)
+
+
+class AnimeVideoInterpolate:
+    DESCRIPTION = ("Frame interpolation with AnimeInterp that understands anime timing: repeated frames (drawn on "
+                   "twos/threes) are detected and only distinct drawings are interpolated, re-timed to the new frame "
+                   "rate; scene cuts are detected and never blended across. The info output says what was found.")
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "interpolator": (INTERPOLATOR, {"tooltip": "From AnimeVideo Load Interpolator."}),
+                "frames": ("IMAGE", {"tooltip": "The clip, as an IMAGE batch [frames, H, W, 3]. Any size; frames "
+                                     "are padded to at least 128 px and a multiple of 8 for the model and cropped back."}),
+                "source_fps": ("FLOAT", {"default": 24.0, "min": 0.01, "max": 1000.0, "step": 0.001,
+                                         "tooltip": "The clip's real frame rate (anime is usually 24 or 23.976)."}),
+                "multiplier": ("INT", {"default": 2, "min": 1, "max": MAX_MULTIPLIER, "tooltip": "Output rate = "
+                                       "source_fps x multiplier (2, 4, 8, ...). 1 keeps the rate and fills in the "
+                                       "repeated frames of drawings on twos/threes. Ignored when target_fps is set."}),
+                "target_fps": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 1000.0, "step": 0.001, "tooltip":
+                                         "Any output frame rate (e.g. 30 or 60 from 24); 0 uses the multiplier. The "
+                                         "clip keeps its duration."}),
+                "dedup": ("BOOLEAN", {"default": True, "tooltip": "Detect repeated frames (animation on twos/threes) "
+                                      "and interpolate only between distinct drawings, at their real times. Off: "
+                                      "every frame is treated as a new drawing."}),
+                "dedup_threshold": ("FLOAT", {"default": 0.02, "min": 0.0, "max": 1.0, "step": 0.001, "tooltip":
+                                              "A frame repeats the current drawing when no 4x4 block of its "
+                                              "downscaled luma differs by more than this (0..1) on average. Raise for "
+                                              "noisy or heavily compressed video; lower if small changes (mouths, "
+                                              "eyes) get merged."}),
+                "scene_cut_threshold": ("FLOAT", {"default": 0.4, "min": 0.0, "max": 1.0, "step": 0.01, "tooltip":
+                                                  "Colour-histogram distance (0..1) between consecutive frames above "
+                                                  "which a scene cut is assumed; frames are held, never blended, "
+                                                  "across it. 1.0 turns detection off; lower catches cuts between "
+                                                  "similar-coloured shots."}),
+            },
+            "optional": {
+                "flow_iterations": ("INT", {"default": 12, "min": 1, "max": 32, "tooltip": "Recurrent flow "
+                                            "refinement steps per pair (12 as released). Fewer is faster, coarser."}),
+            },
+        }
+
+    RETURN_TYPES = ("IMAGE", "FLOAT", "STRING")
+    RETURN_NAMES = ("frames", "fps", "info")
+    OUTPUT_TOOLTIPS = ("The re-timed clip as an IMAGE batch [frames, H, W, 3].",
+                       "The new frame rate, for core's Create Video.",
+                       "What dedup and scene-cut detection found and how the frames were made.")
+    FUNCTION = "interpolate"
+    CATEGORY = CATEGORY
+
+    def interpolate(self, interpolator, frames, source_fps, multiplier, target_fps=0.0, dedup=True,
+                    dedup_threshold=0.02, scene_cut_threshold=0.4, flow_iterations=12):
+        handle = interpolator
+        if not isinstance(handle, InterpolatorHandle):
+            raise AnimeVideoInputError("interpolator: connect AnimeVideo Load Interpolator here.")
+        new_fps = target_rate(source_fps, multiplier, target_fps)
+        for name, value in (("dedup_threshold", dedup_threshold), ("scene_cut_threshold", scene_cut_threshold)):
+            if not 0.0 <= float(value) <= 1.0:
+                raise AnimeVideoInputError(f"{name}: {value} is outside 0..1.")
+        if not 1 <= int(flow_iterations) <= 32:
+            raise AnimeVideoInputError(f"flow_iterations: {flow_iterations} is outside 1..32.")
+        clip = clip_frames(frames)
+        n, h, w, _ = clip.shape
+        header = (f"AnimeInterp ({handle.name}), {int(flow_iterations)} flow refinement steps from zero initial flow "
+                  f"(no segment-guided matching).")
+        if n == 1:
+            info = [header, f"Only 1 frame: nothing to interpolate between; returned unchanged at {new_fps:g} fps."]
+            return (clip.contiguous(), float(new_fps), "\n".join(info))
+
+        analysis = timing.analyze_clip(clip, bool(dedup), float(dedup_threshold), float(scene_cut_threshold))
+        plan = timing.plan_retiming(analysis, float(source_fps), new_fps)
+        lines = [header] + timing.describe(analysis, plan, float(source_fps), new_fps)
+        model = handle.model
+        size = interp_run.padded_size(h, w, model.size_multiple, model.min_size)
+        if size != (h, w):
+            lines.append(f"Frames padded from {w}x{h} to {size[1]}x{size[0]} for the model and cropped back.")
+
+        progress = bridge.Progress(len(plan), desc="AnimeInterp")
+
+        def on_frame(done, total, frame=None):
+            preview = None
+            if frame is not None:
+                preview = (frame.detach().clamp(0, 1) * 255).round().to(torch.uint8).cpu()
+            progress.set(done, preview)
+
+        try:
+            if all(f.is_copy for f in plan):  # nothing to interpolate (e.g. x1 on a clip on ones): no model
+                out, _ = interp_run.interpolate_clip(model, clip, plan, on_frame=on_frame)
+            else:
+                with ModelOnDevice(model, handle.keep_on_gpu, interp_run.working_bytes(model.cfg, *size)):
+                    out, _ = interp_run.interpolate_clip(model, clip, plan, iters=int(flow_iterations),
+                                                         on_frame=on_frame, check_interrupt=bridge.check_interrupt)
+        finally:
+            progress.close()
+        return (out, float(new_fps), "\n".join(lines))
+
+
+NODE_CLASS_MAPPINGS = {
+    "AnimeVideoLoadInterpolator": AnimeVideoLoadInterpolator,
+    "AnimeVideoInterpolate": AnimeVideoInterpolate,
+}
+NODE_DISPLAY_NAME_MAPPINGS = {
+    "AnimeVideoLoadInterpolator": "Load Interpolator (AnimeVideo)",
+    "AnimeVideoInterpolate": "Interpolate Frames, anime-aware (AnimeVideo)",
+}
