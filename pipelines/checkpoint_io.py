@@ -84,13 +84,13 @@ def read_state_dict(path: str, device: str = "cpu") -> dict[str, torch.Tensor]:
         try:
             obj = torch.load(path, map_location=device, weights_only=True)
         except pickle.UnpicklingError as e:
-            if "Weights only load failed" in str(e) and "truncated" not in str(e):
+            if "GLOBAL" in str(e) or "Unsupported global" in str(e):  # a class or function reference
                 raise AnimeVideoModelError(
                     f"'{name}' holds Python objects besides tensors, which could run code when loaded; it is "
                     "refused (only plain tensors are read). Convert it to .safetensors or use the released file."
                 ) from None
             raise AnimeVideoModelError(damaged_file_message(name, e)) from None
-        except (OSError, RuntimeError, ValueError, EOFError) as e:
+        except Exception as e:  # zip/pickle stream errors of truncated, corrupt or non-checkpoint files
             raise AnimeVideoModelError(damaged_file_message(name, e)) from None
         return unwrap_state_dict(obj)
     raise AnimeVideoModelError(
@@ -105,10 +105,13 @@ def damaged_file_message(name: str, e: Exception) -> str:
 
 
 def unwrap_state_dict(obj) -> dict[str, torch.Tensor]:
-    for wrapper in ("state_dict", "params_ema", "params", "model_state_dict", "model"):
-        if isinstance(obj, dict) and wrapper in obj and isinstance(obj[wrapper], dict):
-            obj = obj[wrapper]
-            break
+    # Training frameworks nest the weights (Lightning, BasicSR, plain PyTorch scripts), sometimes twice.
+    wrappers = ("state_dict", "params_ema", "params-ema", "params", "model_state_dict", "model", "net")
+    for _ in range(2):
+        for wrapper in wrappers:
+            if isinstance(obj, dict) and wrapper in obj and isinstance(obj[wrapper], dict):
+                obj = obj[wrapper]
+                break
     if not isinstance(obj, dict):
         raise AnimeVideoModelError("The checkpoint does not contain a state dict of tensors.")
     return {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}

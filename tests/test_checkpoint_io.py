@@ -41,3 +41,24 @@ def test_file_identity_changes_when_the_file_changes(tmp_path):
     a = FileIdentity.of(str(p))
     p.write_bytes(b"abcd")
     assert FileIdentity.of(str(p)) != a
+
+
+def test_text_file_named_pth_is_reported_as_damaged(tmp_path):
+    from animevideo.pipelines.checkpoint_io import read_state_dict
+    from animevideo.pipelines.errors import AnimeVideoModelError
+
+    p = tmp_path / "notes.pth"
+    p.write_text("hello, this is not a checkpoint")
+    with pytest.raises(AnimeVideoModelError) as e:
+        read_state_dict(str(p))
+    assert "damaged or incomplete" in str(e.value)
+
+
+def test_nested_wrappers_are_unwrapped(tmp_path):
+    import torch
+
+    from animevideo.pipelines.checkpoint_io import read_state_dict
+
+    p = tmp_path / "m.pth"
+    torch.save({"net": {"params-ema": {"w": torch.ones(2)}}}, p)
+    assert list(read_state_dict(str(p))) == ["w"]
