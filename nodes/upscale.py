@@ -1,0 +1,159 @@
+"""Video upscaling nodes: a loader for ``models/upscale_models`` and a chunked upscaler.
+
+The work happens in ``pipelines.upscale``: AnimeSR runs as our own recurrent module, everything else through
+spandrel, frame by frame in chunks with the output written into one preallocated tensor.
+"""
+from __future__ import annotations
+
+from ..pipelines.checkpoint_io import FileIdentity, resolve_in_folders
+from ..pipelines.errors import AnimeVideoInputError, AnimeVideoModelError
+from ..pipelines.model_cache import MODEL_CACHE
+from ..pipelines.upscale import loader as up_loader
+from ..pipelines.upscale import stream as up_stream
+from . import comfy_bridge as bridge
+from .svd import ModelOnDevice
+
+UPSCALER = "ANIMEVIDEO_UPSCALER"
+FOLDER = "upscale_models"
+CATEGORY = "AnimeVideo/Upscale"
+DTYPES = list(up_loader.DTYPES)
+
+
+def upscaler_names() -> list[str]:
+    return bridge.list_files(FOLDER, up_loader.UPSCALER_EXTENSIONS)
+
+
+def missing_model_message(model_name: str) -> str:
+    return (f"model_name: '{model_name}' was not found in models/upscale_models ({bridge.models_dir_hint(FOLDER)}). "
+            f"{up_loader.EXPECTED_UPSCALERS}")
+
+
+def resolve_upscaler_path(model_name: str) -> str:
+    try:
+        return resolve_in_folders(model_name, bridge.model_folders(FOLDER), "model_name")
+    except FileNotFoundError:
+        raise AnimeVideoModelError(missing_model_message(model_name)) from None
+
+
+def load_upscaler_cached(model_name: str, dtype_name: str) -> up_loader.Upscaler:
+    path = resolve_upscaler_path(model_name)
+    device = bridge.torch_device()
+    key = ("upscaler", FileIdentity.of(path), dtype_name, device.type)
+    return MODEL_CACHE.get_or_load(
+        key, lambda: up_loader.load_upscaler(path, dtype_name, device).to(bridge.offload_device()))
+
+
+class UpscalerHandle:
+    """What flows along the ANIMEVIDEO_UPSCALER wire: the shared model plus this loader's placement choice."""
+
+    def __init__(self, upscaler: up_loader.Upscaler, keep_on_gpu: bool):
+        self.upscaler = upscaler
+        self.keep_on_gpu = keep_on_gpu
+
+
+class AnimeVideoLoadUpscaler:
+    DESCRIPTION = ("Loads a video upscaler from models/upscale_models: AnimeSR (recurrent, our own module) or any "
+                   "single-image model spandrel detects (Real-ESRGAN anime models and others). The architecture "
+                   "is read from the weights, not from the file name.")
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "model_name": (upscaler_names(), {
+                    "tooltip": "A file in models/upscale_models: AnimeSR_v2.pth or AnimeSR_v1-PaperModel.pth "
+                               "(AnimeSR), realesr-animevideov3.pth or RealESRGAN_x4plus_anime_6B.pth (Real-ESRGAN), "
+                               "or another single-image upscaler that spandrel loads."}),
+                "dtype": (DTYPES, {"default": "auto", "tooltip": "Weight precision. auto: fp16 on a GPU (bf16 or "
+                                   "fp32 where the model lacks fp16), fp32 on the CPU. fp16/bf16 on a CPU run in fp32."}),
+            },
+            "optional": {
+                "keep_on_gpu": ("BOOLEAN", {"default": False, "tooltip": "Keep the model on the GPU between runs "
+                                            "(faster re-runs, holds VRAM). Off: it waits on the CPU."}),
+            },
+        }
+
+    RETURN_TYPES = (UPSCALER,)
+    RETURN_NAMES = ("upscaler",)
+    OUTPUT_TOOLTIPS = ("The loaded upscaler, for AnimeVideo Upscale Video.",)
+    FUNCTION = "load"
+    CATEGORY = CATEGORY
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, model_name, dtype="auto"):
+        if dtype not in DTYPES:
+            return f"dtype: '{dtype}' is not one of {', '.join(DTYPES)}."
+        try:
+            resolve_upscaler_path(model_name)
+        except (AnimeVideoModelError, AnimeVideoInputError) as e:
+            return str(e)
+        return True
+
+    def load(self, model_name, dtype="auto", keep_on_gpu=False):
+        return (UpscalerHandle(load_upscaler_cached(model_name, dtype), keep_on_gpu),)
+
+
+class AnimeVideoUpscale:
+    DESCRIPTION = ("Upscales a clip frame by frame in chunks (AnimeSR carries its recurrent state across chunks), "
+                   "writing into one output tensor; optional spatial tiles with blended seams, automatic tiles on "
+                   "out-of-memory, Lanczos input rescaling and output resizing.")
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "upscaler": (UPSCALER, {"tooltip": "From AnimeVideo Load Upscaler."}),
+                "frames": ("IMAGE", {"tooltip": "The clip, an IMAGE batch [frames, H, W, 3]. Any size: AnimeSR pads "
+                                     "sides to a multiple of 4 and crops the result back."}),
+                "chunk_size": ("INT", {"default": 8, "min": 1, "max": 4096, "tooltip": "Frames moved to the device "
+                               "at once. Lower uses less memory; the result is the same for any value."}),
+                "tile_size": ("INT", {"default": 0, "min": 0, "max": 8192, "step": 8, "tooltip": "Process each "
+                              f"frame in tiles of this many input px (seams blended); 0 = whole frames, switching to "
+                              f"tiles by itself on out-of-memory. At least {up_stream.MIN_TILE} when set."}),
+                "input_rescaling": ("FLOAT", {"default": 1.0, "min": 0.1, "max": 1.0, "step": 0.05, "tooltip":
+                                    "Shrink the frames (Lanczos) before upscaling. AnimeSR's input rescaling: "
+                                    "0.5 often gives cleaner lines on noisy or soft sources; 1 keeps them as they are."}),
+                "output_scale": ("FLOAT", {"default": 0.0, "min": 0.0, "max": up_stream.MAX_OUTPUT_SCALE,
+                                 "step": 0.25, "tooltip": "Output size as a multiple of the input frames, reached by "
+                                 "a Lanczos resize after the model. 0 keeps the model's own result (x4 for AnimeSR "
+                                 "and the Real-ESRGAN anime models, times input_rescaling)."}),
+            },
+            "optional": {
+                "tile_overlap": ("INT", {"default": 16, "min": 0, "max": 512, "step": 4, "tooltip": "Input px "
+                                 "shared by neighbouring tiles, blended across (at most half a tile)."}),
+            },
+        }
+
+    RETURN_TYPES = ("IMAGE",)
+    RETURN_NAMES = ("frames",)
+    OUTPUT_TOOLTIPS = ("The upscaled clip, IMAGE [frames, H', W', 3] float32 0..1.",)
+    FUNCTION = "upscale"
+    CATEGORY = CATEGORY
+
+    def upscale(self, upscaler, frames, chunk_size, tile_size, input_rescaling, output_scale, tile_overlap=16):
+        if not isinstance(upscaler, UpscalerHandle):
+            raise AnimeVideoInputError("upscaler: expected the output of AnimeVideo Load Upscaler.")
+        opts = up_stream.StreamOptions(chunk_size=int(chunk_size), tile_size=int(tile_size),
+                                       tile_overlap=int(tile_overlap), input_rescaling=float(input_rescaling),
+                                       output_scale=float(output_scale), out_device="cpu")
+        up_stream.check_options(opts)
+        n = int(frames.shape[0]) if hasattr(frames, "shape") and len(frames.shape) else 0
+        progress = bridge.Progress(max(1, n), desc="Upscale")
+        try:
+            with ModelOnDevice(upscaler.upscaler, upscaler.keep_on_gpu) as model:
+                out = up_stream.upscale_frames(model, frames, opts, device=bridge.torch_device(),
+                                               on_frame=lambda done, total: progress.set(done),
+                                               check_interrupt=bridge.check_interrupt)
+        finally:
+            progress.close()
+        return (out,)
+
+
+NODE_CLASS_MAPPINGS = {
+    "AnimeVideoLoadUpscaler": AnimeVideoLoadUpscaler,
+    "AnimeVideoUpscale": AnimeVideoUpscale,
+}
+NODE_DISPLAY_NAME_MAPPINGS = {
+    "AnimeVideoLoadUpscaler": "Load Upscaler (AnimeVideo)",
+    "AnimeVideoUpscale": "Upscale Video (AnimeVideo)",
+}
