@@ -172,7 +172,9 @@ def test_ui_links_are_consistent_with_node_sockets(stem):
         inp = nodes[dst]["inputs"][dst_slot]
         assert link_id in (out.get("links") or []), f"link {link_id} missing from node {src} output {src_slot}"
         assert inp.get("link") == link_id, f"link {link_id} missing from node {dst} input {dst_slot}"
-        assert out["type"] == link_type == inp["type"], f"link {link_id}: types {out['type']}/{link_type}/{inp['type']}"
+        # a wildcard input ("*", e.g. core's PreviewAny) accepts any link type
+        assert out["type"] == link_type and inp["type"] in (link_type, "*"), \
+            f"link {link_id}: types {out['type']}/{link_type}/{inp['type']}"
     all_links = {link[0] for link in ui["links"]}
     for n in ui["nodes"]:
         for inp in n["inputs"]:
