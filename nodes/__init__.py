@@ -1,10 +1,10 @@
 """ComfyUI nodes (classic NODE_CLASS_MAPPINGS style): one module per capability, thin over ``pipelines``."""
-from . import comfy_bridge, interpolate, svd, upscale
+from . import comfy_bridge, ganime, interpolate, svd, upscale
 
 comfy_bridge.register_pack_folders()
 
 NODE_CLASS_MAPPINGS = {}
 NODE_DISPLAY_NAME_MAPPINGS = {}
-for _module in (svd, interpolate, upscale):
+for _module in (svd, interpolate, upscale, ganime):
     NODE_CLASS_MAPPINGS.update(_module.NODE_CLASS_MAPPINGS)
     NODE_DISPLAY_NAME_MAPPINGS.update(_module.NODE_DISPLAY_NAME_MAPPINGS)

@@ -57,11 +57,13 @@ def check_target(models_dir: str, targets: list[str]):
 
 def write_all(models_dir: str, seed: int = 0) -> list[str]:
     import_pack()
+    from animevideo.pipelines.ganime import tiny as ganime_tiny
     from animevideo.pipelines.interpolate import tiny as interp_tiny
     from animevideo.pipelines.svd import tiny
     from animevideo.pipelines.upscale import tiny as upscale_tiny
 
     targets = list(SVD_FILES) + list(SVD_FOLDERS) + list(INTERP_FILES) + list(upscale_tiny.TINY_FILES)
+    targets += [ganime_tiny.VQGAN_FILE, ganime_tiny.TRANSFORMER_FILE]
     check_target(models_dir, targets)
     os.makedirs(models_dir, exist_ok=True)
     unet, vae, clip = tiny.build_tiny_svd(seed)
@@ -77,6 +79,8 @@ def write_all(models_dir: str, seed: int = 0) -> list[str]:
         upscale_dir = os.path.join(tmp, "upscale")
         for rel in upscale_tiny.write_tiny_upscalers(upscale_dir, seed):
             os.replace(os.path.join(upscale_dir, rel), os.path.join(tmp, os.path.basename(rel)))
+        for rel in ganime_tiny.write_tiny_ganime(tmp, seed):
+            os.replace(os.path.join(tmp, rel), os.path.join(tmp, os.path.basename(rel)))
         for rel in targets:
             dst = os.path.join(models_dir, rel)
             os.makedirs(os.path.dirname(dst), exist_ok=True)

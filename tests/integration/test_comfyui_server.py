@@ -391,6 +391,7 @@ EXPECTED_VIDEO = {
     "animesr_upscale": {"frames": 12, "width": 1024, "height": 576},
     "realesrgan_anime_upscale": {"frames": 12, "width": 1024, "height": 576},
     "svd_refine_interpolate_upscale": {"frames": 6, "width": 256, "height": 256},  # 3 SVD frames, x2, x4
+    "ganime_inbetween": {"frames": 3, "width": 512, "height": 256},  # 64x128 model frames, x4
 }
 
 
