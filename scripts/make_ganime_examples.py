@@ -5,8 +5,8 @@
 
 The same scene twice, 512x256 (GANime's 2:1 frame, so the model's squash keeps the proportions): the
 girl stands on the left looking ahead in the first keyframe, and on the right, waving with her eyes
-closed in a smile, in the last. The drawing approach is a copy of scripts/make_example_images.py
-(fixed coordinates, no randomness or fonts, drawn at 2x and downsampled once), extended with a pose.
+closed in a smile, in the last. The palette and drawing primitives come from scripts/make_example_images.py
+(fixed coordinates, no randomness or fonts, drawn at 2x and downsampled once); the character gains a pose.
 """
 from __future__ import annotations
 
@@ -17,112 +17,38 @@ import sys
 from PIL import Image, ImageDraw
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from make_example_images import (  # noqa: E402  (the shared palette and drawing primitives)
+    BLUSH,
+    cloud,
+    COLLAR,
+    draw_hills,
+    draw_mountains,
+    draw_sky,
+    ellipse,
+    EYE,
+    EYE_LIGHT,
+    HAIR,
+    HAIR_SHADE,
+    HAIR_SHINE,
+    INK,
+    outline_width,
+    poly,
+    RIBBON,
+    s,
+    SHIRT,
+    SKIN,
+    SKIN_SHADE,
+    SKIRT,
+    SKY_BANDS,
+    SS,
+    tree,
+)
 FIRST_KEYFRAME = "animevideo_example_keyframe_first.png"
 LAST_KEYFRAME = "animevideo_example_keyframe_last.png"
 OUT_WIDTH, OUT_HEIGHT = 512, 256
 CROP_TOP = 56  # rows of the 1024x576 design kept: [56, 568), a 2:1 window
 WIDTH, HEIGHT = 1024, 576
-SS = 2  # supersampling factor
-
-INK = (38, 30, 48)
-SKY_BANDS = [(92, 152, 228), (116, 172, 238), (142, 192, 244), (170, 210, 248), (198, 226, 250)]
-SUN = (255, 236, 170)
-CLOUD = (252, 252, 255)
-CLOUD_SHADE = (214, 226, 246)
-MOUNTAIN_FAR = (140, 150, 206)
-MOUNTAIN_SNOW = (236, 240, 255)
-HILL_BACK = (108, 182, 120)
-HILL_FRONT = (132, 204, 112)
-GRASS_TUFT = (96, 164, 88)
-PATH = (236, 214, 168)
-TREE_TRUNK = (122, 86, 64)
-TREE_LEAVES = (72, 150, 96)
-TREE_LEAVES_LIGHT = (104, 182, 116)
-SKIN = (255, 226, 204)
-SKIN_SHADE = (240, 196, 176)
-HAIR = (236, 112, 146)
-HAIR_SHADE = (200, 82, 120)
-HAIR_SHINE = (255, 178, 198)
-EYE = (70, 110, 190)
-EYE_LIGHT = (255, 255, 255)
-BLUSH = (250, 170, 170)
-SHIRT = (250, 250, 252)
-COLLAR = (64, 88, 160)
-RIBBON = (228, 60, 78)
-SKIRT = (64, 88, 160)
-
-
-def s(v):
-    """Scale design coordinates (in 1024x576 space) to the supersampled canvas."""
-    if isinstance(v, (list, tuple)):
-        return [s(x) for x in v]
-    return int(round(v * SS))
-
-
-def outline_width(px: float = 3.0) -> int:
-    return max(1, int(round(px * SS)))
-
-
-def poly(d, pts, fill, ink=True, w=3.0):
-    d.polygon([tuple(s(p)) for p in pts], fill=fill, outline=None)
-    if ink:
-        d.line([tuple(s(p)) for p in pts + [pts[0]]], fill=INK, width=outline_width(w), joint="curve")
-
-
-def ellipse(d, box, fill, ink=True, w=3.0):
-    d.ellipse(s(box), fill=fill, outline=INK if ink else None, width=outline_width(w) if ink else 0)
-
-
-def draw_sky(d):
-    band_h = 300 / len(SKY_BANDS)
-    for i, c in enumerate(SKY_BANDS):
-        d.rectangle(s([0, i * band_h, WIDTH, (i + 1) * band_h + 1]), fill=c)
-    d.rectangle(s([0, 300, WIDTH, HEIGHT]), fill=SKY_BANDS[-1])
-    # sun with a soft flat halo
-    ellipse(d, [770, 40, 890, 160], (255, 246, 210), ink=False)
-    ellipse(d, [790, 60, 870, 140], SUN, w=2.5)
-
-
-def cloud(d, x, y, scale=1.0):
-    puffs = [(0, 18, 46), (34, 0, 56), (78, 10, 48), (110, 24, 38)]
-    base = [x - 10 * scale, y + 30 * scale, x + 150 * scale, y + 62 * scale]
-    # shaded underside first, then puffs, then a flat base; outline everything once
-    for dx, dy, r in puffs:
-        ellipse(d, [x + dx * scale, y + dy * scale, x + (dx + r * 1.3) * scale, y + (dy + r) * scale], CLOUD, w=2.5)
-    d.rounded_rectangle(s(base), radius=s(16 * scale), fill=CLOUD, outline=INK, width=outline_width(2.5))
-    for dx, dy, r in puffs:  # cover the inner outline strokes so only the silhouette stays inked
-        ellipse(d, [x + dx * scale + 4, y + dy * scale + 4, x + (dx + r * 1.3) * scale - 4,
-                    y + (dy + r) * scale - 4], CLOUD, ink=False)
-    d.rectangle(s([base[0] + 8, base[1] + 2, base[2] - 8, base[3] - 16 * scale]), fill=CLOUD)
-    d.rectangle(s([base[0] + 10, base[3] - 15 * scale, base[2] - 10, base[3] - 5]), fill=CLOUD_SHADE)
-
-
-def draw_mountains(d):
-    poly(d, [(-20, 330), (150, 170), (260, 260), (380, 140), (540, 300), (680, 200), (860, 330)], MOUNTAIN_FAR)
-    poly(d, [(380, 140), (412, 172), (396, 178), (380, 166), (360, 184), (350, 170)], MOUNTAIN_SNOW, w=2)
-    poly(d, [(150, 170), (180, 198), (164, 204), (150, 192), (132, 208), (124, 196)], MOUNTAIN_SNOW, w=2)
-    poly(d, [(560, 320), (760, 190), (900, 270), (1044, 180), (1044, 340)], MOUNTAIN_FAR)
-    poly(d, [(760, 190), (786, 208), (772, 214), (760, 206), (744, 218), (736, 208)], MOUNTAIN_SNOW, w=2)
-
-
-def draw_hills(d):
-    d.chord(s([-300, 250, 700, 700]), 180, 360, fill=HILL_BACK, outline=INK, width=outline_width())
-    d.chord(s([380, 270, 1400, 720]), 180, 360, fill=HILL_BACK, outline=INK, width=outline_width())
-    d.rectangle(s([-10, 470, WIDTH + 10, HEIGHT + 10]), fill=HILL_FRONT)
-    d.chord(s([-400, 380, 1500, 900]), 180, 360, fill=HILL_FRONT, outline=INK, width=outline_width())
-    path = [(540, 600), (596, 520), (652, 470), (690, 446), (714, 446), (692, 474), (668, 520), (660, 600)]
-    d.polygon([tuple(s(p)) for p in path], fill=PATH)
-    d.line([tuple(s(p)) for p in path[:4]], fill=INK, width=outline_width(2.5), joint="curve")
-    d.line([tuple(s(p)) for p in path[4:]], fill=INK, width=outline_width(2.5), joint="curve")
-    for x, y in [(120, 500), (250, 540), (880, 520), (960, 470), (420, 520), (760, 470)]:
-        d.line([tuple(s((x, y))), tuple(s((x + 6, y - 16))), tuple(s((x + 12, y))),
-                tuple(s((x + 18, y - 12))), tuple(s((x + 24, y)))], fill=GRASS_TUFT, width=outline_width(3))
-
-
-def tree(d, x, y, h=1.0):
-    poly(d, [(x - 10 * h, y), (x - 7 * h, y - 70 * h), (x + 7 * h, y - 70 * h), (x + 10 * h, y)], TREE_TRUNK)
-    ellipse(d, [x - 60 * h, y - 170 * h, x + 60 * h, y - 50 * h], TREE_LEAVES)
-    ellipse(d, [x - 44 * h, y - 150 * h, x + 10 * h, y - 108 * h], TREE_LEAVES_LIGHT, ink=False)
 
 
 def draw_character(d, cx=330, top=170, wave=False, smile=False):
