@@ -14,7 +14,8 @@ from ..pipelines.ganime import tokens as g_tokens
 from ..pipelines.image_ops import comfy_image_to_bchw
 from ..pipelines.model_cache import MODEL_CACHE
 from . import comfy_bridge as bridge
-from .svd import ModelOnDevice, single_image
+from .common import ModelOnDevice, validate_model_inputs
+from .svd import single_image
 
 GANIME_MODEL = "ANIMEVIDEO_GANIME"
 GANIME_CODES = "ANIMEVIDEO_GANIME_CODES"
@@ -94,14 +95,8 @@ class AnimeVideoLoadGANime:
 
     @classmethod
     def VALIDATE_INPUTS(cls, vqgan_name, transformer_name, dtype="auto"):
-        if dtype not in g_loader.DTYPES:
-            return f"dtype: '{dtype}' is not one of {', '.join(g_loader.DTYPES)}."
-        for name, input_name in ((vqgan_name, "vqgan_name"), (transformer_name, "transformer_name")):
-            try:
-                resolve_path(name, input_name)
-            except (AnimeVideoModelError, AnimeVideoInputError) as e:
-                return str(e)
-        return True
+        return validate_model_inputs(dtype, g_loader.DTYPES, lambda: resolve_path(vqgan_name, "vqgan_name"),
+                                     lambda: resolve_path(transformer_name, "transformer_name"))
 
     def load(self, vqgan_name, transformer_name, dtype="auto", keep_on_gpu=False):
         return (GANimeHandle(load_ganime_cached(vqgan_name, transformer_name, dtype), keep_on_gpu),)

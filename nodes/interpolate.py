@@ -15,8 +15,9 @@ from ..pipelines.image_ops import comfy_image_to_bchw
 from ..pipelines.interpolate import loader as interp_loader
 from ..pipelines.interpolate import run as interp_run
 from ..pipelines.interpolate import timing
-from ..pipelines.model_cache import MODEL_CACHE, model_nbytes
+from ..pipelines.model_cache import MODEL_CACHE
 from . import comfy_bridge as bridge
+from .common import ModelOnDevice, validate_model_inputs
 
 INTERPOLATOR = "ANIMEVIDEO_INTERPOLATOR"
 KIND = "interpolation"
@@ -89,43 +90,13 @@ class AnimeVideoLoadInterpolator:
 
     @classmethod
     def VALIDATE_INPUTS(cls, model_name, dtype="auto"):
-        if dtype not in DTYPES:
-            return f"dtype: '{dtype}' is not one of {', '.join(DTYPES)}."
-        try:
-            resolve_interpolator_path(model_name)
-        except (AnimeVideoModelError, AnimeVideoInputError) as e:
-            return str(e)
-        return True
+        return validate_model_inputs(dtype, DTYPES, lambda: resolve_interpolator_path(model_name))
 
     def load(self, model_name, dtype="auto", keep_on_gpu=False):
         if dtype not in DTYPES:
             raise AnimeVideoInputError(f"dtype: '{dtype}' is not one of {', '.join(DTYPES)}.")
         model = load_interpolator_cached(model_name, dtype)
         return (InterpolatorHandle(model, os.path.basename(model_name), keep_on_gpu),)
-
-
-class ModelOnDevice:
-    """Moves the model to the compute device for one run and back to the offload device afterwards."""
-
-    def __init__(self, model, keep_on_gpu: bool, working_bytes: int = 0):
-        self.model, self.keep, self.working = model, keep_on_gpu, working_bytes
-        self.device = bridge.torch_device()
-
-    def __enter__(self):
-        if self.model.device != self.device:
-            bridge.make_room(model_nbytes(self.model) + self.working, self.device)
-            self.model.to(self.device)
-        elif self.working:
-            bridge.make_room(self.working, self.device)
-        return self.model
-
-    def __exit__(self, *exc):
-        if not self.keep:
-            off = bridge.offload_device()
-            if self.model.device != off:
-                self.model.to(off)
-                bridge.empty_cache()
-        return False
 
 
 def clip_frames(frames) -> torch.Tensor:

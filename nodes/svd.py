@@ -13,6 +13,7 @@ from ..pipelines.svd import decode as svd_decode
 from ..pipelines.svd import loader as svd_loader
 from ..pipelines.svd import pipeline as svd_pipeline
 from . import comfy_bridge as bridge
+from .common import ModelOnDevice, validate_model_inputs
 
 SVD_MODEL = "ANIMEVIDEO_SVD"
 CKPT_EXTENSIONS = (".safetensors", ".sft", ".ckpt")
@@ -89,13 +90,7 @@ class AnimeVideoLoadSVD:
 
     @classmethod
     def VALIDATE_INPUTS(cls, ckpt_name, dtype="auto"):
-        if dtype not in DTYPES:
-            return f"dtype: '{dtype}' is not one of {', '.join(DTYPES)}."
-        try:
-            resolve_svd_path(ckpt_name)
-        except (AnimeVideoModelError, AnimeVideoInputError) as e:
-            return str(e)
-        return True
+        return validate_model_inputs(dtype, DTYPES, lambda: resolve_svd_path(ckpt_name))
 
     def load(self, ckpt_name, dtype="auto", keep_on_gpu=False):
         model = load_svd_cached(ckpt_name, dtype)
@@ -118,30 +113,6 @@ def single_image(image, input_name="image") -> torch.Tensor:
             "Pick one frame first (e.g. core's ImageFromBatch)."
         )
     return x
-
-
-class ModelOnDevice:
-    """Moves a model to the compute device for one run and back to the offload device afterwards."""
-
-    def __init__(self, model, keep_on_gpu: bool):
-        self.model, self.keep = model, keep_on_gpu
-        self.device = bridge.torch_device()
-
-    def __enter__(self):
-        if self.model.device != self.device:
-            from ..pipelines.model_cache import model_nbytes
-
-            bridge.make_room(model_nbytes(self.model), self.device)
-            self.model.to(self.device)
-        return self.model
-
-    def __exit__(self, *exc):
-        if not self.keep:
-            off = bridge.offload_device()
-            if self.model.device != off:
-                self.model.to(off)
-                bridge.empty_cache()
-        return False
 
 
 class AnimeVideoSVDSampler:

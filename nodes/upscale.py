@@ -11,7 +11,7 @@ from ..pipelines.model_cache import MODEL_CACHE
 from ..pipelines.upscale import loader as up_loader
 from ..pipelines.upscale import stream as up_stream
 from . import comfy_bridge as bridge
-from .svd import ModelOnDevice
+from .common import ModelOnDevice, validate_model_inputs
 
 UPSCALER = "ANIMEVIDEO_UPSCALER"
 FOLDER = "upscale_models"
@@ -81,13 +81,7 @@ class AnimeVideoLoadUpscaler:
 
     @classmethod
     def VALIDATE_INPUTS(cls, model_name, dtype="auto"):
-        if dtype not in DTYPES:
-            return f"dtype: '{dtype}' is not one of {', '.join(DTYPES)}."
-        try:
-            resolve_upscaler_path(model_name)
-        except (AnimeVideoModelError, AnimeVideoInputError) as e:
-            return str(e)
-        return True
+        return validate_model_inputs(dtype, DTYPES, lambda: resolve_upscaler_path(model_name))
 
     def load(self, model_name, dtype="auto", keep_on_gpu=False):
         return (UpscalerHandle(load_upscaler_cached(model_name, dtype), keep_on_gpu),)
