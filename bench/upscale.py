@@ -37,6 +37,8 @@ import sys
 import time
 import types
 
+from memtools import _reset_hwm, _status_kb, _torch_peak  # bench/ is on sys.path when run as a script
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 pkg = types.ModuleType("animevideo")
 pkg.__path__ = [ROOT]
@@ -75,34 +77,6 @@ def frames_for(n, size, seed=0):
 # ---------------------------------------------------------------------------------------------
 # (a) memory
 # ---------------------------------------------------------------------------------------------
-
-def _status_kb(field: str) -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise KeyError(field)
-
-
-def _reset_hwm() -> bool:
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
-
-
-def _torch_peak(prof) -> int:
-    evs = [e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"
-           and str(e.device_type()).endswith("CPU")]
-    evs.sort(key=lambda e: e.start_ns())
-    live = peak = 0
-    for e in evs:
-        live += e.nbytes()
-        peak = max(peak, live)
-    return peak
-
 
 def memory_child(args) -> dict:
     import gc

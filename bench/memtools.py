@@ -1,0 +1,30 @@
+"""Peak-memory measurement shared by the bench scripts (run each case in a fresh subprocess)."""
+
+
+def _status_kb(field: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise KeyError(field)
+
+
+def _reset_hwm() -> bool:
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _torch_peak(prof) -> int:
+    """Peak of live torch CPU bytes from the profiler's [memory] events, in time order."""
+    evs = [e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"
+           and str(e.device_type()).endswith("CPU")]
+    evs.sort(key=lambda e: e.start_ns())
+    live = peak = 0
+    for e in evs:
+        live += e.nbytes()
+        peak = max(peak, live)
+    return peak
