@@ -9,6 +9,17 @@ from pack_paths import ROOT  # noqa: E402  (registers the package first)
 os.environ.setdefault("ANIMEVIDEO_QUIET", "1")
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models run fastest on one thread, and a shared CPU does not oversubscribe."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def tiny_svd():
     """(unet, vae, image_encoder) with random weights in the tiny SVD layout."""

@@ -4,19 +4,12 @@ import os
 import sys
 
 import pytest
-import torch
 from PIL import Image
 
 from pack_paths import ROOT
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run fastest on one thread, and a shared CPU does not oversubscribe."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def script(name):

@@ -4,20 +4,13 @@ import os
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from animevideo.pipelines.errors import AnimeVideoInputError
 from animevideo.pipelines.ganime.training import dataset as D
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run fastest on one thread, and a shared CPU does not oversubscribe."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 TABLE_1 = {25: [25], 29: [29], 30: [15, 15], 31: [15, 16], 32: [16, 16], 33: [16, 17], 50: [25, 25],

@@ -4,30 +4,16 @@ import torch
 
 from animevideo.nodes import ganime as N
 from animevideo.pipelines.errors import AnimeVideoInputError, AnimeVideoModelError
-from animevideo.pipelines.ganime import tiny
 from animevideo.pipelines.model_cache import MODEL_CACHE
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run fastest on one thread, and a shared CPU does not oversubscribe."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def ganime_dir(tmp_path_factory):
-    d = tmp_path_factory.mktemp("models")
-    tiny.write_tiny_ganime(str(d))
-    return str(d)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture
-def env(ganime_dir, monkeypatch):
-    monkeypatch.setenv("ANIMEVIDEO_MODELS_DIR", ganime_dir)
-    return ganime_dir
+def env(models_env):
+    """The models folder scripts/make_tiny_models.py writes (GANime files included), as the models dir."""
+    return models_env
 
 
 @pytest.fixture

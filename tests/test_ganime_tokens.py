@@ -6,13 +6,7 @@ from animevideo.pipelines.errors import AnimeVideoInputError
 from animevideo.pipelines.ganime import tokens
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run fastest on one thread, and a shared CPU does not oversubscribe."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.mark.parametrize("n", [3, 4, 15, 25])

@@ -14,13 +14,7 @@ from animevideo.pipelines.ganime.training import common, config, dataset, losses
 from animevideo.pipelines.ganime.vqgan import VQGANConfig
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run fastest on one thread, and a shared CPU does not oversubscribe."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 VQ = VQGANConfig(channels=8, channels_multiplier=(1, 2, 2), attention_resolution=(16,), resolution=64, z_channels=16,

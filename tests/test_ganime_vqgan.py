@@ -7,13 +7,7 @@ from animevideo.pipelines.ganime import vqgan as V
 from animevideo.pipelines.ganime.tiny import TINY_VQGAN
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run fastest on one thread, and a shared CPU does not oversubscribe."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_thesis_config_shapes_through_the_whole_vqgan():
