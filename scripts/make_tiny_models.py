@@ -55,32 +55,46 @@ def check_target(models_dir: str, targets: list[str]):
             raise RefuseError(f"refusing to overwrite '{os.path.join(models_dir, t)}': this script did not write it.")
 
 
-def write_all(models_dir: str, seed: int = 0) -> list[str]:
-    import_pack()
+def _svd_writer(tmp: str, seed: int) -> list[str]:
+    from animevideo.pipelines.svd import tiny
+
+    unet, vae, clip = tiny.build_tiny_svd(seed)
+    for rel in SVD_FILES:
+        os.makedirs(os.path.join(tmp, os.path.dirname(rel)), exist_ok=True)
+        tiny.write_sgm_file(os.path.join(tmp, rel), unet, vae, clip)
+    for rel in SVD_FOLDERS:
+        tiny.write_diffusers_folder(os.path.join(tmp, rel), unet, vae, clip)
+    return list(SVD_FILES) + list(SVD_FOLDERS)
+
+
+def writers():
+    """(relative paths, writer(root, seed) -> relative paths written under root) for every tiny model.
+
+    Each method's ``tiny`` module owns its files; adding a method adds one entry here."""
     from animevideo.pipelines.ganime import tiny as ganime_tiny
     from animevideo.pipelines.interpolate import tiny as interp_tiny
-    from animevideo.pipelines.svd import tiny
     from animevideo.pipelines.upscale import tiny as upscale_tiny
 
-    targets = list(SVD_FILES) + list(SVD_FOLDERS) + list(INTERP_FILES) + list(upscale_tiny.TINY_FILES)
-    targets += [ganime_tiny.VQGAN_FILE, ganime_tiny.TRANSFORMER_FILE]
+    return [
+        (list(SVD_FILES) + list(SVD_FOLDERS), _svd_writer),
+        (list(INTERP_FILES), interp_tiny.write_tiny_interpolator),
+        (list(upscale_tiny.TINY_FILES), upscale_tiny.write_tiny_upscalers),
+        ([ganime_tiny.VQGAN_FILE, ganime_tiny.TRANSFORMER_FILE], ganime_tiny.write_tiny_ganime),
+    ]
+
+
+def write_all(models_dir: str, seed: int = 0) -> list[str]:
+    import_pack()
+    entries = writers()
+    targets = [rel for rels, _ in entries for rel in rels]
     check_target(models_dir, targets)
     os.makedirs(models_dir, exist_ok=True)
-    unet, vae, clip = tiny.build_tiny_svd(seed)
     with tempfile.TemporaryDirectory(dir=models_dir) as tmp:
         # Build in a scratch folder, then move into place: a crash never leaves half a model behind.
-        for rel in SVD_FILES:
-            tiny.write_sgm_file(os.path.join(tmp, os.path.basename(rel)), unet, vae, clip)
-        for rel in SVD_FOLDERS:
-            tiny.write_diffusers_folder(os.path.join(tmp, os.path.basename(rel)), unet, vae, clip)
-        interp_dir = os.path.join(tmp, "interp")
-        for rel in interp_tiny.write_tiny_interpolator(interp_dir, seed):
-            os.replace(os.path.join(interp_dir, rel), os.path.join(tmp, os.path.basename(rel)))
-        upscale_dir = os.path.join(tmp, "upscale")
-        for rel in upscale_tiny.write_tiny_upscalers(upscale_dir, seed):
-            os.replace(os.path.join(upscale_dir, rel), os.path.join(tmp, os.path.basename(rel)))
-        for rel in ganime_tiny.write_tiny_ganime(tmp, seed):
-            os.replace(os.path.join(tmp, rel), os.path.join(tmp, os.path.basename(rel)))
+        for rels, write in entries:
+            written = write(tmp, seed)
+            if sorted(written) != sorted(rels):
+                raise RuntimeError(f"tiny writer {write.__name__} wrote {written}, announced {rels}")
         for rel in targets:
             dst = os.path.join(models_dir, rel)
             os.makedirs(os.path.dirname(dst), exist_ok=True)
@@ -88,7 +102,7 @@ def write_all(models_dir: str, seed: int = 0) -> list[str]:
                 shutil.rmtree(dst)
             elif os.path.exists(dst):
                 os.remove(dst)
-            os.replace(os.path.join(tmp, os.path.basename(rel)), dst)
+            os.replace(os.path.join(tmp, rel), dst)
             os.chmod(dst, 0o755 if os.path.isdir(dst) else 0o644)
     marker = os.path.join(models_dir, MARKER)
     written = set(targets)
