@@ -1,0 +1,68 @@
+"""The shared shapes of the AniSora backbones (Wan2.1-I2V layout for V2/V3/anymask, CogVideoX-5B-I2V for V1).
+
+Each backbone module (``wan.py``, ``cogvideox.py``) provides ``load_*`` returning an :class:`AniSoraModel`
+and ``generate(model, guide, text, request, hooks) -> AniSoraResult``; the node dispatches on
+``model.backbone``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+
+
+@dataclass(eq=False)
+class AniSoraModel:
+    backbone: str  # "wan" or "cogvideox"
+    transformer: torch.nn.Module
+    vae: torch.nn.Module
+    dtype: torch.dtype
+    source: str
+    extras: dict = field(default_factory=dict)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.transformer.parameters()).device
+
+    def modules_for_memory(self):
+        return [self.transformer, self.vae]
+
+    def to(self, device) -> "AniSoraModel":
+        for m in self.modules_for_memory():
+            m.to(device)
+        return self
+
+
+@dataclass
+class TextConditioning:
+    """Prompt embeddings as a text encoder gave them (ComfyUI CONDITIONING's tensor), [1, L, D]."""
+
+    positive: torch.Tensor
+    negative: torch.Tensor | None = None
+    image_embeds: torch.Tensor | None = None  # Wan I2V CLIP-vision tokens [1, 257, 1280] (penultimate layer)
+
+
+@dataclass
+class AniSoraRequest:
+    width: int = 832
+    height: int = 480
+    num_frames: int = 81  # 4k+1
+    steps: int = 8
+    cfg: float = 1.0  # <= 1: no unconditional pass (distilled weights: AniSora V3 uses 8 steps, guidance 1)
+    shift: float = 5.0
+    seed: int = 0
+    sampler: str = "unipc"  # "unipc" or "euler" (flow matching)
+    dynamic_cfg: bool = True  # CogVideoX only (DynamicCFG, digest A2)
+    dynamic_cfg_timestep_quirk: bool = False  # CogVideoX only (digest A2/A6)
+
+
+@dataclass
+class AniSoraHooks:
+    on_step: Callable[[int, int], None] | None = None  # (step, total), also the interrupt point
+
+
+@dataclass
+class AniSoraResult:
+    frames: torch.Tensor  # [F, H, W, 3] float32 0..1
+    info: str
