@@ -8,6 +8,11 @@ A guide says, in pixel-frame units and pixels, which parts of the clip are given
 :meth:`Guide.known_video` turns that into one video and one known-mask, the form AniSora's Φ4 packing
 and the training-free SVD hook both start from; each backbone adapter then maps it to its latent layout
 and reports where each guide landed.
+
+Sizes: keyframe images and masks of another size than the clip are fitted to it. With ``fit=None``
+(the default) they are stretched (bilinear); a backbone whose conditioning image is fitted with one of
+:data:`~.image_ops.FIT_MODES` (crop / pad / stretch) passes that mode, so keyframes and a mask painted on
+the input picture line up with it pixel for pixel (pad fills the letterbox as "static" in masks).
 """
 from __future__ import annotations
 
@@ -17,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from .errors import AnimeVideoInputError
+from .image_ops import FIT_MODES, fit_image
 
 
 @dataclass(frozen=True)
@@ -53,6 +59,8 @@ class Guide:
         return replace(self, keyframes=self.keyframes + (Keyframe(image.float(), int(frame_index), float(strength)),))
 
     def with_motion_mask(self, mask: torch.Tensor) -> "Guide":
+        if not isinstance(mask, torch.Tensor):
+            raise AnimeVideoInputError(f"mask: expected a MASK tensor, got {type(mask).__name__}.")
         if mask.ndim == 2:
             mask = mask[None]
         if mask.ndim != 3:
@@ -61,7 +69,10 @@ class Guide:
             raise AnimeVideoInputError(
                 "mask: the motion mask is empty (nothing may move). Paint the region that should move "
                 "(white in ComfyUI's mask editor), or leave the mask out for a whole-frame animation.")
-        return replace(self, motion_mask=mask.float().clamp(0, 1))
+        notes = self.notes
+        if self.motion_mask is not None:
+            notes = notes + ("a later motion mask replaced an earlier one",)
+        return replace(self, motion_mask=mask.float().clamp(0, 1), notes=notes)
 
     def resolve_keyframes(self, num_frames: int) -> list[ResolvedKeyframe]:
         """Keyframes sorted by frame, negative indices resolved; a later keyframe at the same frame wins."""
@@ -75,25 +86,24 @@ class Guide:
             out[i] = ResolvedKeyframe(i, kf.frame_index, kf)
         return [out[i] for i in sorted(out)]
 
-    def mask_video(self, num_frames: int, height: int, width: int) -> torch.Tensor | None:
-        """The motion mask as [num_frames, H, W] at the clip size (bilinear resize if the sizes differ; one
-        mask frame is used for every frame; a mask video of another length is resampled by nearest frame)."""
+    def mask_video(self, num_frames: int, height: int, width: int, fit: str | None = None) -> torch.Tensor | None:
+        """The motion mask as [num_frames, H, W] at the clip size (resized if the sizes differ: bilinear
+        stretch, or ``fit`` as for the images; one mask frame is used for every frame; a mask video of
+        another length is resampled by nearest frame)."""
         if self.motion_mask is None:
             return None
-        m = self.motion_mask
-        if m.shape[-2:] != (height, width):
-            m = F.interpolate(m[:, None], size=(height, width), mode="bilinear", align_corners=False)[:, 0]
+        m = fit_mask(self.motion_mask, height, width, fit)
         if m.shape[0] == 1:
             m = m.expand(num_frames, -1, -1)
         elif m.shape[0] != num_frames:
-            pick = torch.linspace(0, m.shape[0] - 1, num_frames).round().long()
+            pick = (torch.linspace(0, m.shape[0] - 1, num_frames) + 0.5).floor().long()  # ties go up
             m = m[pick]
         return m.clamp(0, 1)
 
-    def known_video(self, num_frames: int, height: int, width: int):
+    def known_video(self, num_frames: int, height: int, width: int, fit: str | None = None):
         """(video [F,H,W,3], known [F,H,W]) in 0..1: keyframe frames known everywhere (at their strength);
         with a motion mask, pixels outside it known on every frame from the nearest keyframe.
-        Keyframe images of another size are resized (bilinear) to the clip size."""
+        Keyframe images of another size are resized to the clip size (bilinear stretch, or ``fit``)."""
         video = torch.zeros(num_frames, height, width, 3)
         known = torch.zeros(num_frames, height, width)
         resolved = self.resolve_keyframes(num_frames)
@@ -102,23 +112,56 @@ class Guide:
                 "guide: a motion mask needs at least one keyframe (the picture whose unmasked part stays "
                 "still); add an AnimeVideoKeyframe before the mask.")
         for r in resolved:
-            video[r.index] = fit_frame(r.keyframe.image, height, width)
+            video[r.index] = fit_frame(r.keyframe.image, height, width, fit)
             known[r.index] = r.keyframe.strength
-        mask = self.mask_video(num_frames, height, width)
+        mask = self.mask_video(num_frames, height, width, fit)
         if mask is not None:
             idx = torch.tensor([r.index for r in resolved])
             for f in range(num_frames):
                 nearest = resolved[int((idx - f).abs().argmin())]
                 still = 1.0 - mask[f]
                 keep = known[f] >= still  # a keyframe at this frame already gives more
-                src = fit_frame(nearest.keyframe.image, height, width)
+                src = fit_frame(nearest.keyframe.image, height, width, fit)
                 video[f] = torch.where(keep[..., None], video[f], src)
                 known[f] = torch.maximum(known[f], still * nearest.keyframe.strength)
         return video, known
 
+    def nearest_keyframe(self, frame: int, num_frames: int) -> ResolvedKeyframe | None:
+        """The keyframe nearest in time to ``frame`` (the earlier one on a tie), or None without keyframes."""
+        resolved = self.resolve_keyframes(num_frames)
+        if not resolved:
+            return None
+        return min(resolved, key=lambda r: (abs(r.index - frame), r.index))
 
-def fit_frame(image: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    def describe(self) -> str:
+        """One line for logs and ``info`` outputs: what the guide holds, before it meets a clip."""
+        parts = [f"keyframe at frame_index {k.frame_index} (strength {k.strength:g})" for k in self.keyframes]
+        if self.motion_mask is not None:
+            m = self.motion_mask
+            parts.append(f"motion mask {m.shape[0]}x{m.shape[1]}x{m.shape[2]} ({float(m.mean()) * 100:.1f}% may move)")
+        return "; ".join(parts + list(self.notes)) or "empty guide"
+
+
+def fit_frame(image: torch.Tensor, height: int, width: int, fit: str | None = None) -> torch.Tensor:
+    """[H,W,3] -> [height,width,3]: bilinear stretch when ``fit`` is None, else ``image_ops.fit_image``."""
     if image.shape[:2] == (height, width):
         return image
     x = image.permute(2, 0, 1)[None]
-    return F.interpolate(x, size=(height, width), mode="bilinear", align_corners=False)[0].permute(1, 2, 0).clamp(0, 1)
+    if fit is None:
+        x = F.interpolate(x, size=(height, width), mode="bilinear", align_corners=False)
+    else:
+        x = fit_image(x, width, height, fit)
+    return x[0].permute(1, 2, 0).clamp(0, 1)
+
+
+def fit_mask(mask: torch.Tensor, height: int, width: int, fit: str | None = None) -> torch.Tensor:
+    """[N,H,W] -> [N,height,width] with the same geometry :func:`fit_frame` gives an image of that size:
+    bilinear stretch when ``fit`` is None; with a fit mode the crop window / letterbox of the images
+    (the letterbox is 0: nothing moves there)."""
+    if mask.shape[-2:] == (height, width):
+        return mask.clamp(0, 1)
+    if fit is None:
+        return F.interpolate(mask[:, None], size=(height, width), mode="bilinear", align_corners=False)[:, 0].clamp(0, 1)
+    if fit not in FIT_MODES:
+        raise AnimeVideoInputError(f"fit: '{fit}' is not one of {', '.join(FIT_MODES)}.")
+    return fit_image(mask[:, None].expand(-1, 3, -1, -1), width, height, fit)[:, 0].clamp(0, 1)

@@ -17,6 +17,10 @@ from PIL import Image, ImageDraw
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIRST_FRAME = "animevideo_example_first_frame.png"
+# The first frame with an alpha mask, as ComfyUI's mask editor saves one: transparent = painted. Load
+# Image's MASK output is 1 - alpha, so the painted (transparent) region is the mask's 1 = may move.
+MASKED_FRAME = "animevideo_example_masked.png"
+MOTION_REGION = [170, 140, 490, 576]  # design-space ellipse box around the girl (cx 330)
 WIDTH, HEIGHT = 1024, 576
 SS = 2  # supersampling factor
 
@@ -195,12 +199,26 @@ def draw_first_frame() -> Image.Image:
     return img.resize((WIDTH, HEIGHT), Image.Resampling.LANCZOS)
 
 
+def draw_masked_frame(first: Image.Image | None = None) -> Image.Image:
+    """The first frame with alpha 0 over an ellipse around the girl (the region allowed to move) and
+    255 elsewhere; the edge is anti-aliased like a soft mask-editor brush."""
+    rgb = first if first is not None else draw_first_frame()
+    alpha = Image.new("L", (WIDTH * SS, HEIGHT * SS), 255)
+    ImageDraw.Draw(alpha).ellipse(s(MOTION_REGION), fill=0)
+    out = rgb.convert("RGBA")
+    out.putalpha(alpha.resize((WIDTH, HEIGHT), Image.Resampling.LANCZOS))
+    return out
+
+
 def write_all(out_dir: str) -> list[str]:
     os.makedirs(out_dir, exist_ok=True)
     path = os.path.join(out_dir, FIRST_FRAME)
     # No metadata chunks and a fixed compression level keep the bytes reproducible.
-    draw_first_frame().save(path, format="PNG", optimize=True)
-    return [path]
+    first = draw_first_frame()
+    first.save(path, format="PNG", optimize=True)
+    masked = os.path.join(out_dir, MASKED_FRAME)
+    draw_masked_frame(first).save(masked, format="PNG", optimize=True)
+    return [path, masked]
 
 
 def main(argv=None):

@@ -62,7 +62,7 @@ def svd_handle(models_env):
 
 def test_sampler_outputs_standard_types(svd_handle):
     image = torch.rand(1, 72, 100, 3)
-    frames, latent, fps = svd_nodes.AnimeVideoSVDSampler().sample(svd_handle, image, **SMALL)
+    frames, latent, fps, _info = svd_nodes.AnimeVideoSVDSampler().sample(svd_handle, image, **SMALL)
     assert frames.shape == (3, 64, 64, 3) and frames.dtype == torch.float32
     assert 0.0 <= frames.min() and frames.max() <= 1.0
     # ComfyUI's SVD latent layout: [frames, 4, h/8, w/8], unscaled VAE space (core's VAE Decode decodes it)
@@ -77,15 +77,15 @@ def test_sampler_outputs_standard_types(svd_handle):
 
 
 def test_sizes_that_are_multiples_of_8_but_not_64_work(svd_handle):
-    frames, latent, _ = svd_nodes.AnimeVideoSVDSampler().sample(svd_handle, torch.rand(1, 64, 64, 3),
-                                                                 **{**SMALL, "width": 72, "height": 40, "steps": 1})
+    frames, latent, _, _ = svd_nodes.AnimeVideoSVDSampler().sample(svd_handle, torch.rand(1, 64, 64, 3),
+                                                                    **{**SMALL, "width": 72, "height": 40, "steps": 1})
     assert frames.shape == (3, 40, 72, 3) and latent["samples"].shape == (3, 4, 5, 9)
 
 
 @pytest.mark.parametrize("fit", ["crop", "pad", "stretch"])
 def test_fit_modes_all_produce_the_requested_size(svd_handle, fit):
-    frames, _, _ = svd_nodes.AnimeVideoSVDSampler().sample(svd_handle, torch.rand(1, 40, 90, 4),
-                                                            **{**SMALL, "fit": fit, "width": 96, "steps": 1})
+    frames, _, _, _ = svd_nodes.AnimeVideoSVDSampler().sample(svd_handle, torch.rand(1, 40, 90, 4),
+                                                               **{**SMALL, "fit": fit, "width": 96, "steps": 1})
     assert frames.shape == (3, 64, 96, 3)
 
 

@@ -109,8 +109,9 @@ class EDMEulerSampler:
             for hook in self.denoised_hooks:
                 denoised = hook(state)
                 state.denoised = denoised
-            # Euler step of the probability-flow ODE dx/ds = (x - D(x; s)) / s
-            x = x + (x - denoised) / sigma * (sigma_next - sigma)
+            # Euler step of the probability-flow ODE dx/ds = (x - D(x; s)) / s; the step to s = 0 lands
+            # exactly on D (the same value, without the rounding), so held latents come out bit-exact.
+            x = denoised if float(sigma_next) == 0.0 else x + (x - denoised) / sigma * (sigma_next - sigma)
             if self.callback is not None:
                 self.callback(StepState(i, total, sigma_next, x, denoised))
         return x
