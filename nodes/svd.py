@@ -10,12 +10,15 @@ from ..pipelines.errors import AnimeVideoInputError, AnimeVideoModelError
 from ..pipelines.image_ops import FIT_MODES, comfy_image_to_bchw, fit_image
 from ..pipelines.model_cache import MODEL_CACHE
 from ..pipelines.svd import decode as svd_decode
+from ..pipelines.svd import guided as svd_guided
 from ..pipelines.svd import loader as svd_loader
 from ..pipelines.svd import pipeline as svd_pipeline
 from . import comfy_bridge as bridge
 from .common import ModelOnDevice, validate_model_inputs
+from .guides import GUIDE, incoming as incoming_guide
 
 SVD_MODEL = "ANIMEVIDEO_SVD"
+LONG_VIDEO = "ANIMEVIDEO_LONG_VIDEO"  # from AnimeVideo Long Video Options (nodes/lvcd.py)
 CKPT_EXTENSIONS = (".safetensors", ".sft", ".ckpt")
 DTYPES = ["auto", "fp32", "fp16", "bf16"]
 CATEGORY = "AnimeVideo/SVD"
@@ -157,19 +160,33 @@ class AnimeVideoSVDSampler:
                                      "large frames that run out of memory."}),
                 "latent_preview": ("BOOLEAN", {"default": True, "tooltip": "Show a rough preview of the middle "
                                    "frame on the node at every step."}),
+                "guide": (GUIDE, {"tooltip": "Keyframes at any frame and/or a motion mask (AnimeVideo Keyframe "
+                          "Guide, Motion Mask Guide), applied training-free: at every step the guided frames "
+                          "and the mask's still region are pulled to the guide. The image input stays the "
+                          "conditioning picture; wire the first keyframe there too."}),
+                "long_video": (LONG_VIDEO, {"tooltip": "From AnimeVideo Long Video Options: sample num_frames in "
+                               "overlapping segments of segment_length (overlapped blending + prev-reference "
+                               "attention), so clips of any length fit in the memory of one segment. The first "
+                               "segment is plain SVD. Unconnected: one pass of num_frames, as before."}),
             },
         }
 
-    RETURN_TYPES = ("IMAGE", "LATENT", "FLOAT")
-    RETURN_NAMES = ("frames", "latent", "fps")
+    RETURN_TYPES = ("IMAGE", "LATENT", "FLOAT", "STRING")
+    RETURN_NAMES = ("frames", "latent", "fps", "info")
     OUTPUT_TOOLTIPS = ("The clip as an IMAGE batch [frames, H, W, 3].",
                        "The clip's latents in ComfyUI's SVD layout (decodable by core's VAE Decode).",
-                       "The frame rate, for core's Create Video.")
+                       "The frame rate, for core's Create Video.",
+                       "What was run: where each guide landed (frame, latent frame, mask region).")
     FUNCTION = "sample"
     CATEGORY = CATEGORY
 
     def sample(self, svd_model, image, width, height, fit, num_frames, fps, motion_bucket_id, augmentation_level,
-               steps, min_cfg, max_cfg, seed, decode_chunk_size, decode_tile_size=0, latent_preview=True):
+               steps, min_cfg, max_cfg, seed, decode_chunk_size, decode_tile_size=0, latent_preview=True,
+               guide=None, long_video=None):
+        if long_video is not None:
+            return self._sample_long(svd_model, image, width, height, fit, num_frames, fps, motion_bucket_id,
+                                     augmentation_level, steps, min_cfg, max_cfg, seed, decode_chunk_size,
+                                     decode_tile_size, latent_preview, guide, long_video)
         handle = svd_model
         model = handle.model
         x = single_image(image)
@@ -194,11 +211,62 @@ class AnimeVideoSVDSampler:
         hooks = svd_pipeline.SVDRunHooks(on_step=on_step, on_decode_chunk=on_decode_chunk)
         try:
             with ModelOnDevice(model, handle.keep_on_gpu):
+                info = svd_guided.no_guide_info(req.num_frames, int(width), int(height))
+                if guide is not None:
+                    svd_pipeline.check_request(model, x, req)
+                    plan = svd_guided.plan_svd_guide(model, incoming_guide(guide), x, req.num_frames, fit)
+                    if plan is not None:
+                        hooks.denoised_hooks = list(hooks.denoised_hooks) + [plan.hook()]
+                        info = plan.info
                 result = svd_pipeline.image_to_video(model, x, req, hooks)
         finally:
             progress.close()
         latent = {"samples": (result.latents[0] / model.vae_scaling_factor).float().cpu()}
-        return (result.frames, latent, float(fps))
+        return (result.frames, latent, float(fps), info)
+
+    def _sample_long(self, svd_model, image, width, height, fit, num_frames, fps, motion_bucket_id,
+                     augmentation_level, steps, min_cfg, max_cfg, seed, decode_chunk_size, decode_tile_size,
+                     latent_preview, guide, long_video):
+        from ..pipelines.long_video import svd_long
+
+        if guide is not None:
+            raise AnimeVideoInputError("guide: keyframe/mask guides do not work with long_video yet; connect one "
+                                       "of the two.")
+        handle = svd_model
+        model = handle.model
+        x = fit_image(single_image(image), int(width), int(height), fit)
+        req = svd_pipeline.SVDRequest(
+            num_frames=int(num_frames), fps=float(fps), motion_bucket_id=float(motion_bucket_id),
+            augmentation_level=float(augmentation_level), steps=int(steps), min_cfg=float(min_cfg),
+            max_cfg=float(max_cfg), seed=int(seed), decode_chunk_size=int(decode_chunk_size),
+            tile_size=int(decode_tile_size) // model.spatial_factor if decode_tile_size else 0,
+        )
+        svd_pipeline.check_request(model, x, req)
+        passes = svd_long.num_passes(req.num_frames, long_video.validate())
+        sampling = passes * req.steps
+        decode_chunks = -(-req.num_frames // max(1, req.decode_chunk_size))
+        progress = bridge.Progress(sampling + decode_chunks, desc="SVD long video")
+
+        def on_segment_step(i, state):
+            bridge.check_interrupt()
+            latent = state.denoised[0, state.denoised.shape[1] - 1]
+            progress.update(1, svd_decode.latent_preview_rgb(latent) if latent_preview else None)
+
+        def on_decode_chunk(done, total):
+            progress.set(sampling + -(-done // req.decode_chunk_size))
+
+        hooks = svd_pipeline.SVDRunHooks(on_decode_chunk=on_decode_chunk)
+        try:
+            with ModelOnDevice(model, handle.keep_on_gpu):
+                result = svd_long.long_image_to_video(model, x, req, long_video, hooks, on_segment_step)
+        finally:
+            progress.close()
+        latent = {"samples": (result.latents[0] / model.vae_scaling_factor).float().cpu()}
+        segs = svd_long.plan_segments(req.num_frames, long_video.segment_length, long_video.overlap,
+                                      long_video.tail, "num_frames")
+        info = (f"long video: {req.num_frames} frames at {int(width)}x{int(height)} in {passes} segments "
+                f"(start, known): " + ", ".join(f"({s.start}, {s.known})" for s in segs))
+        return (result.frames, latent, float(fps), info)
 
 
 NODE_CLASS_MAPPINGS = {
