@@ -24,15 +24,13 @@ A warm-up decode of one chunk runs first in each subprocess (thread pools, kerne
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import resource
 import statistics
-import subprocess
 import sys
 import types
 
-from memtools import _reset_hwm, _status_kb, _torch_peak  # bench/ is on sys.path when run as a script
+from memtools import _reset_hwm, _status_kb, _torch_peak, child_result, run_child  # bench/ is on sys.path when run as a script
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MiB = 2 ** 20
@@ -114,10 +112,9 @@ def main(argv=None):
 
     if args.child:
         args.frames = args.one
-        print("RESULT " + json.dumps(child(args)))
+        print(child_result(child(args)))
         return 0
 
-    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536", PYTHONWARNINGS="ignore")
     a, b = args.frames
     runs = {a: [], b: []}
     for r in range(args.runs):
@@ -125,12 +122,7 @@ def main(argv=None):
             cmd = [sys.executable, os.path.abspath(__file__), "--child", "--one", str(f), "--chunk", str(args.chunk),
                    "--size", str(args.size), "--device", args.device, "--threads", str(args.threads),
                    "--seed", str(args.seed)]
-            cp = subprocess.run(cmd, env=env, capture_output=True, text=True)
-            line = [ln for ln in cp.stdout.splitlines() if ln.startswith("RESULT ")]
-            if cp.returncode or not line:
-                sys.stderr.write(cp.stdout + cp.stderr)
-                raise SystemExit(f"child for {f} frames failed (rc {cp.returncode})")
-            res = json.loads(line[0][7:])
+            res = run_child(cmd, f"{f} frames")
             runs[f].append(res)
             if args.device.startswith("cuda"):
                 print(f"  run {r} {f:2d}f: cuda working {res['cuda_peak_working'] / MiB:8.2f} MiB "

@@ -28,3 +28,28 @@ def _torch_peak(prof) -> int:
         live += e.nbytes()
         peak = max(peak, live)
     return peak
+
+
+# A child prints its measurements as one line "RESULT {json}"; a fresh process per case keeps the peaks apart.
+CHILD_ENV = {"MALLOC_MMAP_THRESHOLD_": "65536", "PYTHONWARNINGS": "ignore"}
+
+
+def child_result(obj) -> str:
+    import json
+
+    return "RESULT " + json.dumps(obj)
+
+
+def run_child(cmd: list[str], what: str) -> dict:
+    """Run one measuring child (``cmd``) and return its RESULT dict; exits with its output if it failed."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    cp = subprocess.run(cmd, env=dict(os.environ, **CHILD_ENV), capture_output=True, text=True)
+    line = [ln for ln in cp.stdout.splitlines() if ln.startswith("RESULT ")]
+    if cp.returncode or not line:
+        sys.stderr.write(cp.stdout + cp.stderr)
+        raise SystemExit(f"child for {what} failed (rc {cp.returncode})")
+    return json.loads(line[0][7:])

@@ -28,16 +28,14 @@ compared once before timing. Everything runs under torch.inference_mode on both 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import resource
 import statistics
-import subprocess
 import sys
 import time
 import types
 
-from memtools import _reset_hwm, _status_kb, _torch_peak  # bench/ is on sys.path when run as a script
+from memtools import _reset_hwm, _status_kb, _torch_peak, child_result, run_child  # bench/ is on sys.path when run as a script
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 pkg = types.ModuleType("animevideo")
@@ -134,7 +132,6 @@ def memory_child(args) -> dict:
 
 
 def run_memory(args):
-    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536", PYTHONWARNINGS="ignore")
     a, b = args.mem_frames
     runs = {a: [], b: []}
     for r in range(args.runs):
@@ -142,12 +139,7 @@ def run_memory(args):
             cmd = [sys.executable, os.path.abspath(__file__), "memory", "--child", "--one", str(f), "--chunk",
                    str(args.chunk), "--size", str(args.size), "--kind", args.kind, "--threads", str(args.threads),
                    "--seed", str(args.seed), "--impl", args.impl, "--device", args.device, "--dtype", args.dtype]
-            cp = subprocess.run(cmd, env=env, capture_output=True, text=True)
-            line = [ln for ln in cp.stdout.splitlines() if ln.startswith("RESULT ")]
-            if cp.returncode or not line:
-                sys.stderr.write(cp.stdout + cp.stderr)
-                raise SystemExit(f"child for {f} frames failed (rc {cp.returncode})")
-            res = json.loads(line[0][7:])
+            res = run_child(cmd, f"{f} frames")
             runs[f].append(res)
             print(f"  run {r} {f:3d}f: torch working {res['torch_peak_working'] / MiB:8.2f} MiB (peak "
                   f"{res['torch_peak'] / MiB:.2f} incl. output {res['out_bytes'] / MiB:.2f}); rss working "
@@ -350,7 +342,7 @@ def main(argv=None):
 
     if args.child:
         args.size = args.size or 32
-        print("RESULT " + json.dumps(memory_child(args)))
+        print(child_result(memory_child(args)))
         return 0
     size = args.size
     if args.what in ("all", "memory"):

@@ -71,8 +71,12 @@ def writers():
     """(relative paths, writer(root, seed) -> relative paths written under root) for every tiny model.
 
     Each method's ``tiny`` module owns its files; adding a method adds one entry here."""
+    from animevideo.pipelines.anisora import tiny as anisora_tiny
+    from animevideo.pipelines.anisora import cogvideox_tiny
     from animevideo.pipelines.ganime import tiny as ganime_tiny
     from animevideo.pipelines.interpolate import tiny as interp_tiny
+    from animevideo.pipelines.lineart import tiny as lineart_tiny
+    from animevideo.pipelines.lvcd import tiny as lvcd_tiny
     from animevideo.pipelines.upscale import tiny as upscale_tiny
 
     return [
@@ -80,6 +84,10 @@ def writers():
         (list(INTERP_FILES), interp_tiny.write_tiny_interpolator),
         (list(upscale_tiny.TINY_FILES), upscale_tiny.write_tiny_upscalers),
         ([ganime_tiny.VQGAN_FILE, ganime_tiny.TRANSFORMER_FILE], ganime_tiny.write_tiny_ganime),
+        (list(lineart_tiny.TINY_FILES), lineart_tiny.write_tiny_lineart),
+        (list(lvcd_tiny.TINY_FILES), lvcd_tiny.write_tiny_lvcd),
+        (list(anisora_tiny.TINY_FILES), anisora_tiny.write_tiny_anisora),
+        (list(cogvideox_tiny.TINY_FILES), cogvideox_tiny.write_tiny_cogvideox),
     ]
 
 

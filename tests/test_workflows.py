@@ -24,7 +24,7 @@ EXAMPLES = os.path.join(ROOT, "examples")
 OUR_PREFIX = "AnimeVideo"
 WIDGET_TYPES = ("INT", "FLOAT", "STRING", "BOOLEAN", "COMBO")
 # Combo lists that depend on what is installed (model folders), so a literal may be absent in CI.
-DYNAMIC_COMBOS = {"ckpt_name", "model_name", "vqgan_name", "transformer_name"}
+DYNAMIC_COMBOS = {"ckpt_name", "model_name", "vqgan_name", "transformer_name", "vae_name", "lvcd_name"}
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp")
 # Core nodes whose widget inputs name a file in ComfyUI's input/ folder.
 FILE_INPUTS = {"LoadImage": "image", "LoadImageMask": "image", "LoadVideo": "file"}

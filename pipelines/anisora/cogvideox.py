@@ -63,7 +63,7 @@ import torch.nn.functional as F
 
 from ..checkpoint_io import SAFETENSORS_EXTENSIONS, PICKLE_EXTENSIONS, damaged_file_message, unwrap_state_dict
 from ..errors import AnimeVideoInputError, AnimeVideoModelError
-from .model import AniSoraHooks, AniSoraModel, AniSoraRequest, AniSoraResult, TextConditioning
+from .model import AniSoraHooks, AniSoraModel, AniSoraRequest, AniSoraResult, TextConditioning, on_device
 
 BACKBONE = "cogvideox"
 SCALING_FACTOR_5B = 0.7
@@ -809,22 +809,6 @@ def make_scheduler(model: AniSoraModel, sampler: str):
 # ---------------------------------------------------------------------------------------------
 # sampling
 # ---------------------------------------------------------------------------------------------
-
-@contextmanager
-def on_device(module: torch.nn.Module, hooks: AniSoraHooks):
-    """Run one phase with ``module`` on ``hooks.device`` (if set); afterwards park it on ``hooks.offload_device``
-    (if set and different), so only the part at work holds accelerator memory."""
-    dev, off = hooks.device, hooks.offload_device
-    if dev is not None:
-        module.to(dev)
-    try:
-        yield module
-    finally:
-        if dev is not None and off is not None and torch.device(off) != torch.device(dev):
-            module.to(off)
-            if torch.device(dev).type == "cuda":
-                torch.cuda.empty_cache()
-
 
 def set_vae_tiling(vae, enabled: bool):
     """CogVideoX's own tiling (diffusers' defaults: tiles of half the VAE's sample size, overlapping)."""

@@ -11,6 +11,8 @@ import os
 
 import torch
 
+from . import cogvideox
+
 FOLDER = "diffusers/anisora-v1-5b-i2v-tiny"
 TINY_FILES = (FOLDER,)
 
@@ -40,23 +42,8 @@ TINY_VAE = dict(
     scaling_factor=0.7,
 )
 # CogVideoX-5b-I2V's scheduler (diffusers layout), which AniSora V1 shares.
-SCHEDULER_CONFIG = {
-    "_class_name": "CogVideoXDPMScheduler",
-    "beta_end": 0.012,
-    "beta_schedule": "scaled_linear",
-    "beta_start": 0.00085,
-    "clip_sample": False,
-    "clip_sample_range": 1.0,
-    "num_train_timesteps": 1000,
-    "prediction_type": "v_prediction",
-    "rescale_betas_zero_snr": True,
-    "sample_max_value": 1.0,
-    "set_alpha_to_one": True,
-    "snr_shift_scale": 1.0,
-    "steps_offset": 0,
-    "timestep_spacing": "trailing",
-    "trained_betas": None,
-}
+# The folder layout diffusers writes: the class name plus the released config.
+SCHEDULER_CONFIG = {"_class_name": "CogVideoXDPMScheduler", **cogvideox.DEFAULT_SCHEDULER_CONFIG, "trained_betas": None}
 MODEL_INDEX = {
     "_class_name": "CogVideoXImageToVideoPipeline",
     "scheduler": ["diffusers", "CogVideoXDPMScheduler"],

@@ -6,6 +6,7 @@ and ``generate(model, guide, text, request, hooks) -> AniSoraResult``; the node 
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -55,14 +56,36 @@ class AniSoraRequest:
     sampler: str = "unipc"  # "unipc" or "euler" (flow matching)
     dynamic_cfg: bool = True  # CogVideoX only (DynamicCFG, digest A2)
     dynamic_cfg_timestep_quirk: bool = False  # CogVideoX only (digest A2/A6)
+    fit: str | None = None  # how keyframes/masks of another size meet width x height: crop/pad/stretch (None: stretch)
+    vae_tiling: bool = False  # decode (and encode) the VAE in overlapping spatial tiles: less memory
 
 
 @dataclass
 class AniSoraHooks:
     on_step: Callable[[int, int], None] | None = None  # (step, total), also the interrupt point
+    # Where to compute (None: where the transformer already is) and where idle parts wait (None: they stay
+    # on ``device``). With both set, only the part at work (VAE or transformer) sits on ``device``.
+    device: torch.device | None = None
+    offload_device: torch.device | None = None
 
 
 @dataclass
 class AniSoraResult:
     frames: torch.Tensor  # [F, H, W, 3] float32 0..1
     info: str
+
+
+@contextlib.contextmanager
+def on_device(module: torch.nn.Module, hooks: AniSoraHooks):
+    """Run one phase with ``module`` on ``hooks.device`` (if set); afterwards park it on ``hooks.offload_device``
+    (if set and different), so only the part at work holds accelerator memory."""
+    dev, off = hooks.device, hooks.offload_device
+    if dev is not None:
+        module.to(dev)
+    try:
+        yield module
+    finally:
+        if dev is not None and off is not None and torch.device(off) != torch.device(dev):
+            module.to(off)
+            if torch.device(dev).type == "cuda":
+                torch.cuda.empty_cache()

@@ -23,6 +23,10 @@ def describe_checkpoint(keys: Sequence[str]) -> str:
     has = lambda pat: any(re.search(pat, k) for k in ks)  # noqa: E731
     if any(k.startswith("control_model.") for k in ks):
         return "an LVCD ControlNet checkpoint (it needs the SVD base model as well)"
+    if has(r"^(model\.diffusion_model\.)?head\.modulation$"):  # before the sgm prefix test: Comfy-style Wan files
+        return "a Wan/AniSora video transformer (load it with AnimeVideo Load AniSora)"
+    if "decoder.middle.0.residual.0.gamma" in ks:
+        return "a Wan2.1 VAE (AnimeVideo Load AniSora's vae_name)"
     if has(r"^model\.diffusion_model\.") or has(r"^input_blocks\.0\.0\.weight$"):
         if has(r"\.time_stack\."):
             if not has(r"^" + re.escape(VAE_PREFIX)):

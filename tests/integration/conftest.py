@@ -194,6 +194,8 @@ class ComfyServer:
         return client_id, ws
 
     def queue(self, prompt, client_id):
+        # core's full-size text / CLIP-vision encoders -> the test-only stand-ins (a no-op for other prompts)
+        prompt = fake_encoders_swap().swap_core_encoders(prompt)
         r = self.post("/prompt", {"prompt": prompt, "client_id": client_id})
         assert r.status_code == 200, f"POST /prompt answered {r.status_code}: {r.text[:4000]}"
         body = r.json()
@@ -251,6 +253,23 @@ def make_tiny_models(models_dir):
         raise RuntimeError(f"make_tiny_models.py failed ({r.returncode}):\n{r.stdout}\n{r.stderr}")
 
 
+def fake_encoders_swap():
+    """tests/integration/fake_encoders/swap.py: the test-only encoder pack's installer and prompt rewriter."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("animevideo_fake_encoders_swap",
+                                                  os.path.join(HERE, "fake_encoders", "swap.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def install_fake_encoders(base_dir, models_dir):
+    """Symlink the test-only encoder pack into custom_nodes/ and add placeholder encoder names to models/
+    (the AniSora workflows name core's UMT5 / CLIP-vision files; runs swap those nodes for the fakes)."""
+    fake_encoders_swap().install(base_dir, models_dir)
+
+
 @pytest.fixture(scope="session")
 def comfy(tmp_path_factory):
     pytest.importorskip("requests")
@@ -271,6 +290,7 @@ def comfy(tmp_path_factory):
         (base / sub).mkdir(parents=True)
     os.symlink(ROOT, base / "custom_nodes" / PACK_LINK_NAME)
     os.symlink(models_dir, base / "models")
+    install_fake_encoders(str(base), models_dir)
 
     server = ComfyServer(comfy_dir, comfy_python, str(base), models_dir, str(work / "server.log"))
     try:

@@ -1,0 +1,283 @@
+"""AniSora nodes: loader (Wan2.1-I2V for V2/V3/anymask, CogVideoX for V1, detected from the weights), sampler
+(guide = keyframes at any frame and motion masks) and the prompt micro-condition helper.
+
+Text and CLIP-image conditioning come from ComfyUI's own encoders (CLIPLoader type wan + CLIP Text Encode,
+CLIPVisionLoader + CLIP Vision Encode). The work happens in ``pipelines.anisora``.
+"""
+from __future__ import annotations
+
+import os
+
+from ..pipelines.anisora import loader as anisora_loader
+from ..pipelines.anisora import text as anisora_text
+from ..pipelines.anisora.model import AniSoraHooks, AniSoraRequest
+from ..pipelines.checkpoint_io import FileIdentity, resolve_in_folders
+from ..pipelines.errors import AnimeVideoInputError, AnimeVideoModelError
+from ..pipelines.guides import Guide
+from ..pipelines.image_ops import FIT_MODES
+from ..pipelines.model_cache import MODEL_CACHE, model_nbytes
+from . import comfy_bridge as bridge
+from .common import validate_model_inputs
+from .guides import GUIDE
+
+ANISORA_MODEL = "ANIMEVIDEO_ANISORA"
+CATEGORY = "AnimeVideo/AniSora"
+DTYPES = anisora_loader.DTYPES
+TRANSFORMER_EXTENSIONS = (".safetensors", ".sft", ".pth", ".pt", ".bin", ".ckpt")
+VAE_EXTENSIONS = (".safetensors", ".sft", ".pth", ".pt", ".ckpt")
+VAE_FROM_FOLDER = "(from the diffusers folder)"
+SAMPLERS = ["unipc", "euler"]
+
+EXPECTED = (
+    "Expected in models/diffusion_models an AniSora V2/V3/anymask transformer (Wan2.1-I2V-14B layout; e.g. "
+    "IndexTeam/Index-anisora V3/diffusion_pytorch_model.safetensors renamed anisora_v3_i2v_14b.safetensors, or "
+    "Kijai's Wan2_1-Anisora-I2V-480P-14B_fp8_e4m3fn.safetensors) with the Wan2.1 VAE in models/vae "
+    "(Wan2.1_VAE.pth or wan_2.1_vae.safetensors); or a diffusers folder (transformer/ + vae/) in models/diffusers, "
+    "Wan or AniSora V1 CogVideoX (e.g. Disty0/Index-anisora-5B-diffusers).")
+
+
+def transformer_names() -> list[str]:
+    files = bridge.list_files("diffusion_models", TRANSFORMER_EXTENSIONS)
+    folders = bridge.list_dirs("diffusers", anisora_loader.is_anisora_folder)
+    return files + folders
+
+
+def vae_names() -> list[str]:
+    return [VAE_FROM_FOLDER] + bridge.list_files("vae", VAE_EXTENSIONS)
+
+
+def resolve_transformer(name: str) -> str:
+    for kind in ("diffusion_models", "diffusers"):
+        try:
+            path = resolve_in_folders(name, bridge.model_folders(kind), "transformer_name")
+        except FileNotFoundError:
+            continue
+        if kind == "diffusion_models" or os.path.isdir(path):
+            return path
+    raise AnimeVideoModelError(
+        f"transformer_name: '{name}' was not found in models/diffusion_models "
+        f"({bridge.models_dir_hint('diffusion_models')}) or models/diffusers ({bridge.models_dir_hint('diffusers')}). "
+        f"{EXPECTED}")
+
+
+def resolve_vae(name: str, transformer_path: str) -> str | None:
+    if name in (None, "", VAE_FROM_FOLDER):
+        if os.path.isdir(transformer_path):
+            return None
+        raise AnimeVideoModelError(
+            f"vae_name: a single-file transformer needs its VAE; pick the Wan2.1 VAE (Wan2.1_VAE.pth or "
+            f"wan_2.1_vae.safetensors) from models/vae ({bridge.models_dir_hint('vae')}). '{VAE_FROM_FOLDER}' "
+            "only works with a diffusers folder.")
+    try:
+        return resolve_in_folders(name, bridge.model_folders("vae"), "vae_name")
+    except FileNotFoundError:
+        raise AnimeVideoModelError(
+            f"vae_name: '{name}' was not found in models/vae ({bridge.models_dir_hint('vae')}). Expected the Wan2.1 "
+            "VAE (Wan2.1_VAE.pth from IndexTeam/Index-anisora or Wan-AI/Wan2.1-I2V-14B-480P, or "
+            "Comfy-Org's wan_2.1_vae.safetensors).") from None
+
+
+def load_anisora_cached(transformer_name: str, vae_name: str, dtype_name: str):
+    tpath = resolve_transformer(transformer_name)
+    vpath = resolve_vae(vae_name, tpath)
+    device = bridge.torch_device()
+    key = ("anisora", FileIdentity.of(tpath), FileIdentity.of(vpath) if vpath else None, dtype_name, device.type)
+    return MODEL_CACHE.get_or_load(
+        key, lambda: anisora_loader.load_anisora(tpath, vpath, dtype_name, device).to(bridge.offload_device()))
+
+
+class AniSoraHandle:
+    """What flows along the ANIMEVIDEO_ANISORA wire: the shared model plus this loader's placement choice."""
+
+    def __init__(self, model, keep_on_gpu: bool):
+        self.model = model
+        self.keep_on_gpu = keep_on_gpu
+
+
+class AnimeVideoLoadAniSora:
+    DESCRIPTION = ("Loads AniSora: V2/V3/anymask (Wan2.1-I2V-14B layout, native single file + Wan2.1 VAE, or a "
+                   "diffusers folder) or V1 (CogVideoX-5B-I2V diffusers folder). The backbone is detected from "
+                   "the weights. Memory (14B): about 33 GB of weights in bf16, 17 GB in fp8_e4m3fn, plus the "
+                   "activations (more at 720p/81 frames); idle parts wait on the CPU, so CPU RAM must hold them.")
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "transformer_name": (transformer_names(), {
+                    "tooltip": "The AniSora transformer: a file in models/diffusion_models (native Wan names, "
+                               "fp32/bf16/fp16/fp8) or a diffusers folder in models/diffusers."}),
+                "vae_name": (vae_names(), {
+                    "tooltip": "The Wan2.1 VAE from models/vae (Wan2.1_VAE.pth or wan_2.1_vae.safetensors). "
+                               f"'{VAE_FROM_FOLDER}': use the vae/ inside a diffusers folder."}),
+                "dtype": (DTYPES, {"default": "auto", "tooltip": "Transformer precision. auto: bf16 on a GPU "
+                                   "(fp16 without bf16 support), fp32 on the CPU. fp8_e4m3fn keeps the block "
+                                   "weights in 8 bits (about 16 GB for 14B) and upcasts each layer as it runs. "
+                                   "The VAE always runs in fp32."}),
+            },
+            "optional": {
+                "keep_on_gpu": ("BOOLEAN", {"default": False, "tooltip": "Keep the model on the GPU between runs "
+                                            "(faster re-runs, holds VRAM). Off: idle parts wait on the CPU and "
+                                            "only the part at work (VAE or transformer) is on the GPU."}),
+            },
+        }
+
+    RETURN_TYPES = (ANISORA_MODEL,)
+    RETURN_NAMES = ("anisora_model",)
+    OUTPUT_TOOLTIPS = ("The loaded AniSora model, for AnimeVideo AniSora Sampler.",)
+    FUNCTION = "load"
+    CATEGORY = CATEGORY
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, transformer_name, vae_name, dtype="auto"):
+        def check():
+            resolve_vae(vae_name, resolve_transformer(transformer_name))
+        return validate_model_inputs(dtype, DTYPES, check)
+
+    def load(self, transformer_name, vae_name, dtype="auto", keep_on_gpu=False):
+        return (AniSoraHandle(load_anisora_cached(transformer_name, vae_name, dtype), bool(keep_on_gpu)),)
+
+
+class AnimeVideoAniSoraPrompt:
+    DESCRIPTION = ("AniSora's prompt micro-conditions: appends 'aesthetic score: A. motion score: M.' (and "
+                   "optionally 'There is no text in the video.') to your prompt, as AniSora was trained. Wire the "
+                   "output into CLIP Text Encode's text input.")
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "prompt": ("STRING", {"multiline": True, "default": "", "tooltip": "What happens in the clip."}),
+                "aesthetic_score": ("FLOAT", {"default": 5.5, "min": 0.0, "max": 10.0, "step": 0.1, "tooltip":
+                                    "AniSora's aesthetic micro-condition; 5.5 in all official examples."}),
+                "motion_score": ("FLOAT", {"default": 3.0, "min": 0.0, "max": 10.0, "step": 0.1, "tooltip":
+                                 "Amount of motion; higher moves more. V3/V3.1: 2.0-4.0; V1: 0.5-1.5."}),
+                "no_text": ("BOOLEAN", {"default": True, "tooltip": "Append 'There is no text in the video.' "
+                                        "(AniSora V3 prompts do; keeps subtitles out)."}),
+            },
+        }
+
+    RETURN_TYPES = ("STRING",)
+    RETURN_NAMES = ("prompt",)
+    OUTPUT_TOOLTIPS = ("The prompt with AniSora's micro-conditions, for CLIP Text Encode's text input.",)
+    FUNCTION = "build"
+    CATEGORY = CATEGORY
+
+    def build(self, prompt, aesthetic_score, motion_score, no_text=True):
+        return (anisora_text.micro_condition_prompt(prompt, float(aesthetic_score), float(motion_score),
+                                                    bool(no_text)),)
+
+
+def _generate_fn(backbone: str):
+    if backbone == "wan":
+        from ..pipelines.anisora import wan
+
+        return wan.generate
+    if backbone == "cogvideox":
+        try:
+            from ..pipelines.anisora import cogvideox
+        except ImportError as e:
+            raise AnimeVideoModelError(f"The AniSora V1 (CogVideoX) backbone is not available: {e}") from None
+        return cogvideox.generate
+    raise AnimeVideoModelError(f"Unknown AniSora backbone '{backbone}'.")
+
+
+class AnimeVideoAniSoraSampler:
+    DESCRIPTION = ("AniSora image-to-video with keyframes at any frame and motion masks: the guide becomes "
+                   "AniSora's spatiotemporal mask + guide latent. Wan (V2/V3/anymask): flow matching, "
+                   "UniPC or Euler; V3 defaults 8 steps, cfg 1, shift 5. The info output says where each "
+                   "keyframe landed in latent time.")
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "anisora_model": (ANISORA_MODEL, {"tooltip": "From AnimeVideo Load AniSora."}),
+                "positive": ("CONDITIONING", {"tooltip": "The prompt from CLIP Text Encode (CLIPLoader type wan, "
+                             "umt5_xxl file; CogVideoX: type cogvideox / t5xxl). Add AniSora's micro-conditions "
+                             "with AnimeVideo AniSora Prompt."}),
+                "guide": (GUIDE, {"tooltip": "Keyframes (AnimeVideo Keyframe Guide, frame_index 0 for "
+                          "image-to-video, -1 for the last frame) and optionally a motion mask (AnimeVideo "
+                          "Motion Mask Guide: only that region moves)."}),
+                "width": ("INT", {"default": 832, "min": 16, "max": 4096, "step": 16, "tooltip": "Output width "
+                          "in px, a multiple of 16. AniSora V3: 1280x720 or 832x480 (480p)."}),
+                "height": ("INT", {"default": 480, "min": 16, "max": 4096, "step": 16, "tooltip": "Output height "
+                           "in px, a multiple of 16."}),
+                "num_frames": ("INT", {"default": 81, "min": 1, "max": 1025, "step": 4, "tooltip": "Frames, 4k+1 "
+                               "(49, 81, 129 ...; other counts are snapped to the nearest and reported in info). "
+                               "16 fps: 81 frames are 5 s."}),
+                "steps": ("INT", {"default": 8, "min": 1, "max": 200, "tooltip": "Sampling steps. AniSora "
+                          "V3/V3.1/anymask: 8 (distilled); V2 and base Wan: 40; V1 (CogVideoX): 50."}),
+                "cfg": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 30.0, "step": 0.1, "tooltip": "Text guidance. "
+                        "At 1 or below no unconditional pass runs (2x faster; right for distilled V3). Above 1 "
+                        "the negative prompt is needed (V2/base Wan: 5)."}),
+                "shift": ("FLOAT", {"default": 5.0, "min": 0.01, "max": 100.0, "step": 0.1, "tooltip": "Flow-"
+                          "matching time shift sigma' = shift*s/(1+(shift-1)*s). AniSora: 5; 3 suggested for "
+                          "480p. (Wan only.)"}),
+                "sampler": (SAMPLERS, {"default": "unipc", "tooltip": "unipc: UniPC multistep (Wan/AniSora's "
+                            "solver); euler: flow-matching Euler. (Wan only; CogVideoX uses its DPM solver.)"}),
+                "seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFF_FFFF_FFFF_FFFF, "control_after_generate": True,
+                         "tooltip": "Noise seed; the same seed gives the same clip on any device."}),
+            },
+            "optional": {
+                "negative": ("CONDITIONING", {"tooltip": "The negative prompt from CLIP Text Encode; needed "
+                             "only when cfg > 1."}),
+                "clip_vision_output": ("CLIP_VISION_OUTPUT", {"tooltip": "CLIP Vision Encode (clip_vision_h, crop "
+                                       "none) of the first keyframe: Wan2.1 I2V (AniSora V2/V3) needs it."}),
+                "fit": (list(FIT_MODES), {"default": "crop", "tooltip": "How keyframes and masks of another size "
+                        "meet width x height: crop (centre crop), pad (letterbox) or stretch."}),
+                "vae_tiling": ("BOOLEAN", {"default": False, "tooltip": "Run the VAE in overlapping 256 px tiles: "
+                               "much less memory at 720p, slightly slower, rare faint seams."}),
+                "dynamic_cfg": ("BOOLEAN", {"default": True, "tooltip": "AniSora V1 (CogVideoX) only: "
+                                "DynamicCFG (cfg ramps over the steps, as the official sampler)."}),
+            },
+        }
+
+    RETURN_TYPES = ("IMAGE", "STRING")
+    RETURN_NAMES = ("frames", "info")
+    OUTPUT_TOOLTIPS = ("The clip as an IMAGE batch [frames, H, W, 3] (AniSora runs at 16 fps).",
+                       "What ran: sizes, steps, and where each keyframe landed in latent time.")
+    FUNCTION = "sample"
+    CATEGORY = CATEGORY
+
+    def sample(self, anisora_model, positive, guide, width, height, num_frames, steps, cfg, shift, sampler, seed,
+               negative=None, clip_vision_output=None, fit="crop", vae_tiling=False, dynamic_cfg=True):
+        if not isinstance(anisora_model, AniSoraHandle):
+            raise AnimeVideoInputError("anisora_model: expected the output of AnimeVideo Load AniSora.")
+        if not isinstance(guide, Guide):
+            raise AnimeVideoInputError(f"guide: expected an {GUIDE} from an AnimeVideo guide node.")
+        model = anisora_model.model
+        text, notes = anisora_text.build_text(positive, negative, clip_vision_output, float(cfg))
+        req = AniSoraRequest(width=int(width), height=int(height), num_frames=int(num_frames), steps=int(steps),
+                             cfg=float(cfg), shift=float(shift), seed=int(seed), sampler=sampler,
+                             dynamic_cfg=bool(dynamic_cfg), fit=fit, vae_tiling=bool(vae_tiling))
+        generate = _generate_fn(model.backbone)
+        progress = bridge.Progress(int(steps) + 2, desc="AniSora")
+        device = bridge.torch_device()
+        hooks = AniSoraHooks(on_step=lambda i, n: progress.set(1 + i), device=device,
+                             offload_device=None if anisora_model.keep_on_gpu else bridge.offload_device())
+        bridge.make_room(max(model_nbytes(model.transformer), model_nbytes(model.vae)), device)
+        try:
+            if model.backbone != "wan":  # that backbone places its own parts only if it reads hooks.device
+                model.to(device)
+            result = generate(model, guide, text, req, hooks)
+            progress.set(int(steps) + 2)
+        finally:
+            if not anisora_model.keep_on_gpu:
+                model.to(bridge.offload_device())
+                bridge.empty_cache()
+            progress.close()
+        info = "\n".join([result.info] + notes)
+        return (result.frames, info)
+
+
+NODE_CLASS_MAPPINGS = {
+    "AnimeVideoLoadAniSora": AnimeVideoLoadAniSora,
+    "AnimeVideoAniSoraSampler": AnimeVideoAniSoraSampler,
+    "AnimeVideoAniSoraPrompt": AnimeVideoAniSoraPrompt,
+}
+NODE_DISPLAY_NAME_MAPPINGS = {
+    "AnimeVideoLoadAniSora": "Load AniSora (AnimeVideo)",
+    "AnimeVideoAniSoraSampler": "AniSora Sampler (AnimeVideo)",
+    "AnimeVideoAniSoraPrompt": "AniSora Prompt (AnimeVideo)",
+}

@@ -1,0 +1,167 @@
+"""The Wan2.1-I2V conditioning of AniSora V2/V3/anymask (digest A1.2/A6.2, "Φ4"): guide -> mask + guide video.
+
+The transformer input is ``cat(noise 16ch, mask 4ch, guide latent 16ch)`` = 36 channels:
+
+* known mask: per pixel frame, binary (rounded at 0.5), at latent resolution (nearest downsample, as
+  AniSora's anymask code does), 1 = given, 0 = generate. Frame 0's mask is repeated 4 times in front (the causal VAE's first latent frame
+  holds pixel frame 0 alone), giving ``F + 3 = 4·T_lat`` frames, viewed as ``(T_lat, 4, h, w)`` and
+  transposed to ``(4, T_lat, h, w)``. Pixel frame ``i >= 1`` therefore lands in latent slot ``(i-1)//4 + 1``,
+  mask channel ``(i-1) % 4``; frame 0 fills all 4 channels of slot 0. This equals diffusers'
+  ``WanImageToVideoPipeline.prepare_latents`` for a first-frame guide.
+* guide video: the whole clip in [-1, 1], zero (mid-grey) where nothing is known, i.e. ``(2v - 1) · known``
+  (``video ⊙ mask`` for motion masks), encoded in ONE pass through the causal VAE.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from ..errors import AnimeVideoInputError
+
+TEMPORAL = 4  # Wan2.1 VAE: 4x in time (causal first frame)
+SPATIAL = 8  # 8x in space
+PATCH = 2  # transformer patch (1, 2, 2)
+SIZE_MULTIPLE = SPATIAL * PATCH
+
+
+def snap_num_frames(n: int) -> tuple[int, str | None]:
+    """The nearest 4k+1 frame count and a note when it differs from ``n`` (11 -> 13, 10 -> 9)."""
+    n = int(n)
+    if n < 1:
+        raise AnimeVideoInputError(f"num_frames: {n} is below 1; Wan/AniSora takes 4k+1 frames (e.g. 49, 81).")
+    snapped = int((n - 1) / TEMPORAL + 0.5) * TEMPORAL + 1  # nearest; a tie goes to the longer clip
+    if snapped == n:
+        return n, None
+    return snapped, (f"num_frames {n} is not 4k+1 (the Wan VAE packs 4 frames per latent after the first); "
+                     f"using {snapped}.")
+
+
+def latent_frames(num_frames: int) -> int:
+    return (num_frames - 1) // TEMPORAL + 1
+
+
+def latent_slot(pixel_index: int) -> tuple[int, int | None]:
+    """(latent slot, packed mask channel) of a pixel frame; channel None for frame 0 (fills all 4)."""
+    if pixel_index == 0:
+        return 0, None
+    return (pixel_index - 1) // TEMPORAL + 1, (pixel_index - 1) % TEMPORAL
+
+
+def check_size(width: int, height: int):
+    for name, v in (("width", width), ("height", height)):
+        if v < SIZE_MULTIPLE or v % SIZE_MULTIPLE:
+            raise AnimeVideoInputError(
+                f"{name}: {v} px is not a positive multiple of {SIZE_MULTIPLE} (the Wan VAE's 8x times the "
+                f"transformer's 2x2 patch); e.g. 832x480, 1280x720 or 960x544.")
+
+
+def downsample_known(known: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """[F, H, W] pixel known-mask -> [F, h, w] at latent size (nearest, as AniSora anymask does)."""
+    return F.interpolate(known[:, None].float(), size=(h, w), mode="nearest")[:, 0]
+
+
+def pack_mask(known_lat: torch.Tensor) -> torch.Tensor:
+    """[F, h, w] per pixel frame (F = 4k+1) -> [4, T_lat, h, w] (Φ4)."""
+    f, h, w = known_lat.shape
+    if (f - 1) % TEMPORAL:
+        raise AnimeVideoInputError(f"num_frames: {f} is not 4k+1.")
+    full = torch.cat([known_lat[:1].expand(TEMPORAL, h, w), known_lat[1:]], dim=0)  # F + 3 frames
+    return full.reshape(-1, TEMPORAL, h, w).transpose(0, 1).contiguous()
+
+
+@dataclass
+class Placement:
+    requested: int
+    index: int
+    slot: int
+    channel: int | None
+    strength: float  # as the guide asked; the Wan mask itself is binary (see build_wan_condition)
+
+    def describe(self) -> str:
+        where = "all 4 mask channels" if self.channel is None else f"mask channel {self.channel} of 4"
+        req = "" if self.requested == self.index else f" (asked {self.requested})"
+        s = "" if self.strength == 1.0 else f", strength {self.strength:g}"
+        return f"keyframe at frame {self.index}{req} -> latent slot {self.slot} ({where}{s})"
+
+
+@dataclass
+class WanCondition:
+    num_frames: int
+    height: int
+    width: int
+    mask: torch.Tensor  # [1, 4, T_lat, h, w] float32
+    video: torch.Tensor  # [1, 3, F, H, W] float32 in [-1, 1], zero where unknown
+    placements: list[Placement] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def latent_frames(self) -> int:
+        return self.mask.shape[2]
+
+    def describe(self) -> str:
+        lines = [f"{self.num_frames} frames -> {self.latent_frames} latent frames at "
+                 f"{self.width // SPATIAL}x{self.height // SPATIAL}"]
+        lines += [p.describe() for p in self.placements]
+        lines += self.notes
+        return "\n".join(lines)
+
+
+def build_wan_condition(guide, num_frames: int, height: int, width: int, fit: str | None = None) -> WanCondition:
+    """Guide (pipelines.guides.Guide) -> packed mask + zero-filled guide video for one VAE pass."""
+    check_size(width, height)
+    num_frames, note = snap_num_frames(num_frames)
+    notes = [note] if note else []
+    resolved = guide.resolve_keyframes(num_frames)
+    if not resolved:
+        raise AnimeVideoInputError(
+            "guide: no keyframe. AniSora generates from at least one given frame; connect an AnimeVideoKeyframe "
+            "(frame_index 0 for image-to-video).")
+    video, known = guide.known_video(num_frames, height, width, fit)  # [F,H,W,3], [F,H,W] in 0..1
+    if guide.motion_mask is not None:
+        notes.append("motion mask: outside the mask every frame is given (static), inside it is generated.")
+    # AniSora's Wan models were trained on binary masks (anymask: "> 0 means given"); soft brush edges and
+    # keyframe strengths are rounded at 0.5 and the rounding is reported.
+    binary = (known >= 0.5).float()
+    if bool(((known > 0) & (known < 1)).any()):
+        notes.append("soft mask edges / keyframe strength below 1 rounded to given (>= 0.5) or generated (< 0.5): "
+                     "AniSora's Wan models take a binary mask.")
+    h, w = height // SPATIAL, width // SPATIAL
+    mask = pack_mask(downsample_known(binary, h, w))[None]
+    cond = torch.zeros(3, num_frames, height, width)
+    for f in binary.flatten(1).amax(1).nonzero().flatten().tolist():  # only frames with something given
+        cond[:, f] = (video[f].permute(2, 0, 1) * 2.0 - 1.0) * binary[f]
+    placements = [Placement(r.requested, r.index, *latent_slot(r.index), r.keyframe.strength) for r in resolved]
+    if resolved[0].index != 0:
+        notes.append("no keyframe at frame 0: the clip's start is generated (AniSora V3 any-frame guidance).")
+    return WanCondition(num_frames, height, width, mask.float(), cond[None], placements, notes)
+
+
+def latents_mean_std(vae, device, dtype):
+    z = vae.config.z_dim
+    mean = torch.tensor(vae.config.latents_mean, device=device, dtype=dtype).view(1, z, 1, 1, 1)
+    std = torch.tensor(vae.config.latents_std, device=device, dtype=dtype).view(1, z, 1, 1, 1)
+    return mean, std
+
+
+def encode_guide(vae, video: torch.Tensor) -> torch.Tensor:
+    """[1, 3, F, H, W] in [-1,1] -> normalised guide latent [1, 16, T_lat, h, w] float32 (distribution mode)."""
+    dev = next(vae.parameters()).device
+    vdtype = next(vae.parameters()).dtype
+    with torch.no_grad():
+        lat = vae.encode(video.to(dev, vdtype)).latent_dist.mode().float()
+    mean, std = latents_mean_std(vae, lat.device, lat.dtype)
+    return (lat - mean) * (1.0 / std)
+
+
+def decode_latents(vae, latents: torch.Tensor) -> torch.Tensor:
+    """Normalised latents [1, 16, T, h, w] -> frames [F, H, W, 3] float32 0..1."""
+    dev = next(vae.parameters()).device
+    vdtype = next(vae.parameters()).dtype
+    mean, std = latents_mean_std(vae, dev, vdtype)
+    lat = latents.to(dev, vdtype) / (1.0 / std) + mean
+    with torch.no_grad():
+        video = vae.decode(lat, return_dict=False)[0]
+    video = (video.float() / 2 + 0.5).clamp(0, 1)
+    return video[0].permute(1, 2, 3, 0).cpu().contiguous()

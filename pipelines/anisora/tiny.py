@@ -1,0 +1,102 @@
+"""Tiny random-weight AniSora V3 (Wan2.1-I2V layout) models, written in the real released formats.
+
+The transformer goes to ``diffusion_models/anisora_v3_i2v_14b.safetensors`` with native Wan key names and
+the VAE to ``vae/wan_2.1_vae.safetensors`` with native Wan VAE names, so the shipped workflows and the
+loader tests read them through exactly the code that reads the real files. Only the sizes are tiny;
+the layout (36 input channels, CLIP-image cross-attention, 16-channel causal VAE with 8x/4x
+compression) is the real one.
+"""
+from __future__ import annotations
+
+import os
+
+import torch
+
+from . import wan_keys
+
+TRANSFORMER_FILE = "diffusion_models/anisora_v3_i2v_14b.safetensors"
+VAE_FILE = "vae/wan_2.1_vae.safetensors"  # the name of Comfy-Org's repackaged Wan2.1 VAE (native names)
+TINY_FILES = (TRANSFORMER_FILE, VAE_FILE)
+
+# The tiny encoders tests/integration/fake_encoders emits embeddings for: these must match.
+TINY_TEXT_DIM = 16
+TINY_IMAGE_DIM = 12
+TINY_HEAD_DIM = 12
+
+TINY_TRANSFORMER_CONFIG = dict(
+    patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=TINY_HEAD_DIM, in_channels=36,
+    out_channels=16, text_dim=TINY_TEXT_DIM, freq_dim=16, ffn_dim=32, num_layers=2, cross_attn_norm=True,
+    qk_norm="rms_norm_across_heads", eps=1e-6, image_dim=TINY_IMAGE_DIM, added_kv_proj_dim=2 * TINY_HEAD_DIM,
+)
+TINY_VAE_CONFIG = dict(base_dim=4, z_dim=16, dim_mult=[1, 2, 4, 4], num_res_blocks=2, attn_scales=[],
+                       temperal_downsample=[False, True, True])
+
+
+def _randomize(module: torch.nn.Module, gen: torch.Generator, scale: float = 0.2):
+    # Random (not default-initialised) weights everywhere, so a mis-mapped tensor changes the output.
+    with torch.no_grad():
+        for p in module.parameters():
+            p.copy_(torch.randn(p.shape, generator=gen) * scale)
+    return module
+
+
+def build_tiny_transformer(seed: int = 0):
+    from diffusers import WanTransformer3DModel
+
+    gen = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    return _randomize(WanTransformer3DModel(**TINY_TRANSFORMER_CONFIG), gen).eval()
+
+
+def build_tiny_vae(seed: int = 0):
+    from diffusers import AutoencoderKLWan
+
+    gen = torch.Generator().manual_seed(seed + 1)
+    torch.manual_seed(seed + 1)
+    vae = AutoencoderKLWan(**TINY_VAE_CONFIG)
+    with torch.no_grad():  # moderate weights keep the 30-conv causal VAE numerically tame
+        for name, p in vae.named_parameters():
+            if name.endswith("gamma"):
+                p.copy_(1.0 + 0.1 * torch.randn(p.shape, generator=gen))
+            else:
+                p.copy_(torch.randn(p.shape, generator=gen) * (0.5 / max(1, p[0].numel()) ** 0.5))
+    return vae.eval()
+
+
+def write_native_transformer(path: str, transformer, dtype: torch.dtype | None = None):
+    from safetensors.torch import save_file
+
+    sd = {k: v.detach().contiguous() for k, v in transformer.state_dict().items()}
+    if dtype is not None:
+        sd = {k: v.to(dtype) for k, v in sd.items()}
+    native = wan_keys.transformer_to_native(sd)
+    meta = {}
+    if transformer.config.attention_head_dim != wan_keys.DEFAULT_HEAD_DIM:
+        meta[wan_keys.HEAD_DIM_METADATA] = str(transformer.config.attention_head_dim)
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    save_file(native, path, metadata=meta or None)
+
+
+def write_native_vae(path: str, vae):
+    sd = {k: v.detach().contiguous() for k, v in vae.state_dict().items()}
+    native = wan_keys.vae_to_native(sd)
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    if path.endswith((".pth", ".pt")):
+        torch.save(native, path)
+    else:
+        from safetensors.torch import save_file
+
+        save_file(native, path)
+
+
+def write_diffusers_folder(path: str, transformer, vae):
+    transformer.save_pretrained(os.path.join(path, "transformer"))
+    vae.save_pretrained(os.path.join(path, "vae"))
+
+
+def write_tiny_anisora(models_dir: str, seed: int = 0) -> list[str]:
+    transformer = build_tiny_transformer(seed)
+    vae = build_tiny_vae(seed)
+    write_native_transformer(os.path.join(models_dir, TRANSFORMER_FILE), transformer)
+    write_native_vae(os.path.join(models_dir, VAE_FILE), vae)
+    return list(TINY_FILES)
