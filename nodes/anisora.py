@@ -198,14 +198,17 @@ class AnimeVideoAniSoraSampler:
                              "with AnimeVideo AniSora Prompt."}),
                 "guide": (GUIDE, {"tooltip": "Keyframes (AnimeVideo Keyframe Guide, frame_index 0 for "
                           "image-to-video, -1 for the last frame) and optionally a motion mask (AnimeVideo "
-                          "Motion Mask Guide: only that region moves)."}),
+                          "Motion Mask Guide: only that region moves). Wan (V2/V3/anymask) masks are binary: a "
+                          "keyframe strength of 0.5 or more counts as 1, a lower one is an error; AniSora's own "
+                          "scripts place keyframes at multiples of 8 frames (others work and are noted in info)."}),
                 "width": ("INT", {"default": 832, "min": 16, "max": 4096, "step": 16, "tooltip": "Output width "
                           "in px, a multiple of 16. AniSora V3: 1280x720 or 832x480 (480p)."}),
                 "height": ("INT", {"default": 480, "min": 16, "max": 4096, "step": 16, "tooltip": "Output height "
                            "in px, a multiple of 16."}),
                 "num_frames": ("INT", {"default": 81, "min": 1, "max": 1025, "step": 4, "tooltip": "Frames, 4k+1 "
-                               "(49, 81, 129 ...; other counts are snapped to the nearest and reported in info). "
-                               "16 fps: 81 frames are 5 s."}),
+                               "(49, 81, 129 ...; other counts are snapped to the nearest and reported in info; "
+                               "AniSora V1 (CogVideoX) takes 8k+1, 49 at its trained size). 16 fps: 81 frames "
+                               "are 5 s."}),
                 "steps": ("INT", {"default": 8, "min": 1, "max": 200, "tooltip": "Sampling steps. AniSora "
                           "V3/V3.1/anymask: 8 (distilled); V2 and base Wan: 40; V1 (CogVideoX): 50."}),
                 "cfg": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 30.0, "step": 0.1, "tooltip": "Text guidance. "
@@ -229,7 +232,8 @@ class AnimeVideoAniSoraSampler:
                 "vae_tiling": ("BOOLEAN", {"default": False, "tooltip": "Run the VAE in overlapping 256 px tiles: "
                                "much less memory at 720p, slightly slower, rare faint seams."}),
                 "dynamic_cfg": ("BOOLEAN", {"default": True, "tooltip": "AniSora V1 (CogVideoX) only: "
-                                "DynamicCFG (cfg ramps over the steps, as the official sampler)."}),
+                                "DynamicCFG as the official sampler: w = 1 + cfg·(1 − cos(π·x⁵))/2 with the "
+                                "original's x = (steps − t)/steps, t the DDPM timestep."}),
             },
         }
 

@@ -163,7 +163,8 @@ class AnimeVideoSVDSampler:
                 "guide": (GUIDE, {"tooltip": "Keyframes at any frame and/or a motion mask (AnimeVideo Keyframe "
                           "Guide, Motion Mask Guide), applied training-free: at every step the guided frames "
                           "and the mask's still region are pulled to the guide. The image input stays the "
-                          "conditioning picture; wire the first keyframe there too."}),
+                          "conditioning picture; wire the first keyframe there too. With long_video the guide covers the "
+                          "whole clip (frame_index -1 = its last frame) and acts in every segment."}),
                 "long_video": (LONG_VIDEO, {"tooltip": "From AnimeVideo Long Video Options: sample num_frames in "
                                "overlapping segments of segment_length (overlapped blending + prev-reference "
                                "attention), so clips of any length fit in the memory of one segment. The first "
@@ -229,9 +230,6 @@ class AnimeVideoSVDSampler:
                      latent_preview, guide, long_video):
         from ..pipelines.long_video import svd_long
 
-        if guide is not None:
-            raise AnimeVideoInputError("guide: keyframe/mask guides do not work with long_video yet; connect one "
-                                       "of the two.")
         handle = svd_model
         model = handle.model
         x = fit_image(single_image(image), int(width), int(height), fit)
@@ -256,16 +254,20 @@ class AnimeVideoSVDSampler:
             progress.set(sampling + -(-done // req.decode_chunk_size))
 
         hooks = svd_pipeline.SVDRunHooks(on_decode_chunk=on_decode_chunk)
+        plan = None
         try:
             with ModelOnDevice(model, handle.keep_on_gpu):
-                result = svd_long.long_image_to_video(model, x, req, long_video, hooks, on_segment_step)
+                if guide is not None:  # one plan for the whole clip; each segment pass takes its frames
+                    plan = svd_guided.plan_svd_guide(model, incoming_guide(guide), x, req.num_frames, fit)
+                result = svd_long.long_image_to_video(model, x, req, long_video, hooks, on_segment_step, guide=plan)
         finally:
             progress.close()
         latent = {"samples": (result.latents[0] / model.vae_scaling_factor).float().cpu()}
-        segs = svd_long.plan_segments(req.num_frames, long_video.segment_length, long_video.overlap,
-                                      long_video.tail, "num_frames")
+        segs = result.segments
         info = (f"long video: {req.num_frames} frames at {int(width)}x{int(height)} in {passes} segments "
                 f"(start, known): " + ", ".join(f"({s.start}, {s.known})" for s in segs))
+        if plan is not None:
+            info = "\n".join([plan.info, info, result.guide_info])
         return (result.frames, latent, float(fps), info)
 
 

@@ -152,6 +152,8 @@ def test_backbone_dispatch_to_cogvideox(env, monkeypatch):
                                               vae=torch.nn.Linear(1, 1), to=lambda d: None), False)
     frames, info = sample(cog, first_frame_guide(), steps=3)
     assert info.startswith("cogvideox ran") and calls[0].steps == 3 and frames.shape[0] == 9
+    # V1's own DynamicCFG (SAT and diffusers: x = (steps - t)/steps with the DDPM timestep) is what the node runs
+    assert calls[0].dynamic_cfg and calls[0].dynamic_cfg_timestep_quirk
     assert handle.model.backbone == "wan"
 
 

@@ -88,15 +88,49 @@ def test_motion_mask_keeps_outside_known_on_every_frame():
     assert "motion mask" in c.describe()
 
 
-@pytest.mark.parametrize("strength,given", [(0.5, True), (0.8, True), (0.3, False)])
-def test_strength_is_rounded_to_a_binary_mask(strength, given):
-    img = image(4)
-    g = Guide().with_keyframe(img, 0).with_keyframe(image(5), 4, strength=strength)
+@pytest.mark.parametrize("strength", [0.5, 0.8, 1.0])
+def test_strength_from_half_counts_as_one(strength):
+    g = Guide().with_keyframe(image(4), 0).with_keyframe(image(5), 4, strength=strength)
     c = packing.build_wan_condition(g, 5, H, W)
-    assert torch.equal(c.mask[0, 3, 1], torch.full((h, w), 1.0 if given else 0.0))
-    want = image(5).permute(2, 0, 1) * 2 - 1 if given else torch.zeros(3, H, W)
-    assert torch.allclose(c.video[0, :, 4], want, atol=1e-6)
-    assert "binary mask" in c.describe()
+    assert torch.equal(c.mask[0, 3, 1], torch.ones(h, w))
+    assert torch.allclose(c.video[0, :, 4], image(5).permute(2, 0, 1) * 2 - 1, atol=1e-6)
+    note = f"keyframe at frame 4: strength {strength:g} counts as 1"
+    assert (note in c.describe()) == (strength < 1.0)
+
+
+@pytest.mark.parametrize("strength", [0.0, 0.3, 0.49])
+def test_strength_below_half_is_an_error_not_a_dropped_keyframe(strength):
+    g = Guide().with_keyframe(image(4), 0).with_keyframe(image(5), -1, strength=strength)
+    with pytest.raises(AnimeVideoInputError, match=r"^strength: the keyframe at frame 8 has strength") as e:
+        packing.build_wan_condition(g, 9, H, W)
+    assert "binary" in str(e.value) and "remove the keyframe" in str(e.value)
+
+
+def test_strength_counts_as_one_in_the_static_region_too():
+    """A motion mask's static region follows the mask alone (strength 0.6 does not move the 0.5 threshold)."""
+    move = torch.zeros(1, H, W)
+    move[:, :, : W // 2] = 0.3  # a faint stroke: 0.7 still, given at strength 1 but not at 0.6 * 0.7 = 0.42
+    g = Guide().with_keyframe(image(6), 0, strength=0.6).with_motion_mask(move)
+    c = packing.build_wan_condition(g, 5, H, W)
+    assert torch.equal(c.mask[0], torch.ones(4, 2, h, w))
+    assert torch.allclose(c.video[0, :, 3], image(6).permute(2, 0, 1) * 2 - 1, atol=1e-6)
+
+
+@pytest.mark.parametrize("num_frames,index,off_grid", [(81, 0, False), (81, 40, False), (81, -1, False),
+                                                       (81, 37, True), (81, 4, True), (85, -1, True)])
+def test_keyframes_off_anisoras_multiples_of_8_are_reported_not_moved(num_frames, index, off_grid):
+    g = Guide().with_keyframe(image(0), 0).with_keyframe(image(1), index)
+    c = packing.build_wan_condition(g, num_frames, H, W)
+    at = index % num_frames
+    assert c.placements[-1].index == at  # lands where asked: slot (i-1)//4+1, channel (i-1)%4
+    if at:
+        assert c.mask[0, (at - 1) % 4, (at - 1) // 4 + 1].min() == 1.0
+    assert (f"keyframe at frame {at} is not a multiple of 8" in c.describe()) == off_grid
+    if off_grid:
+        lo = at - at % 8
+        near = f"frame {lo} or {lo + 8} would" if lo + 8 < num_frames else f"frame {lo} would"
+        assert near in c.describe()
+        assert ("8k+1 clip" in c.describe()) == (at == num_frames - 1)
 
 
 def test_soft_mask_edges_are_binarised():

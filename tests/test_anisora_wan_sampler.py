@@ -106,15 +106,30 @@ def test_generate_frames_equal_pipeline_video(setup):
 
 
 @pytest.mark.parametrize("steps,shift", [(8, 5.0), (40, 3.0), (1, 1.0)])
-def test_unipc_sigmas_follow_the_shift_formula(steps, shift):
+def test_unipc_sigmas_follow_native_wan_grid_and_shift(steps, shift):
+    """AniSora's own (native Wan) FlowUniPCMultistepScheduler: unshifted flow times (1 - 1/1000)(1 - k/N),
+    shifted, integer timesteps = trunc(1000 sigma), final sigma 0 (written out here in float64)."""
     sched = flow_sampler.make_scheduler("unipc", shift)
     sched.set_timesteps(steps)
-    s = np.linspace(1.0, 1.0 / 1000, steps + 1, dtype=np.float64)[:-1]  # flow time, high to low
-    want = flow_sampler.shift_sigma(s, shift)
-    want[0] -= 1e-6  # diffusers keeps the first sigma just below 1 (log(0) in UniPC's update otherwise)
+    s = np.array([(1.0 - 1.0 / 1000) * (1.0 - k / steps) for k in range(steps)], dtype=np.float64)
+    want = shift * s / (1 + (shift - 1) * s)
     got = sched.sigmas.double().numpy()
     assert np.allclose(got[:-1], want, atol=1e-6, rtol=0) and got[-1] == 0.0
+    assert sched.timesteps.tolist() == [int(v) for v in (want.astype(np.float32) * 1000)]
     assert len(sched.timesteps) == steps
+
+
+def test_unipc_timesteps_are_anisoras_not_diffusers_default_grid():
+    """At AniSora V3's 8 steps / shift 5 the transformer sees the native timesteps; diffusers' default UniPC
+    flow grid (1 - k(1 - 1/1000)/N) would give 893/750/625/418 where AniSora's code gives 892/749/624/416."""
+    from diffusers import UniPCMultistepScheduler
+
+    ours = flow_sampler.make_scheduler("unipc", 5.0)
+    ours.set_timesteps(8)
+    assert ours.timesteps.tolist() == [999, 972, 937, 892, 833, 749, 624, 416]
+    plain = UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=5.0)
+    plain.set_timesteps(8)
+    assert plain.timesteps.tolist() == [999, 972, 937, 893, 833, 750, 625, 418]
 
 
 def test_euler_sigmas_follow_the_shift_formula():

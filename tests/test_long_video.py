@@ -160,6 +160,21 @@ def test_noise_roll_matches_reference_code():
     assert torch.equal(new, expected)
 
 
+def test_shift_never_leaves_the_video_frames():
+    """new frames read frame p - shift, but never before the first video frame: with shift > known (overlap 0,
+    or a shift the user set above the overlap) the index must not land on the reference path or wrap around."""
+    from animevideo.pipelines.lvcd.plan import prevref_plan
+
+    for o, v, shift in itertools.product((0, 1, 2, 4), (1, 3, 14), (1, 3, 5, 16)):
+        plan = prevref_plan(o, v, shift=shift)
+        d = plan.num_ref_frames
+        si = plan.self_index.tolist()
+        assert si[:d + o] == list(range(min(d + o, d + v)))
+        assert all(si[p] == max(p - shift, d) for p in range(d + o, d + v)), (o, v, shift, si)
+    assert prevref_plan(4, 14).self_index.tolist() == list(range(9)) + list(range(6, 16))  # the paper's layout
+    assert prevref_plan(0, 5, shift=3).self_index.tolist() == [0, 1, 1, 1, 1, 2]
+
+
 def test_pass_layout_plans_and_concat():
     log = []
     res, passes = run(40, 14, 4, factory=lambda p: MixingDenoiser(log, p), steps=2)

@@ -203,3 +203,32 @@ def test_example_lineart_regenerates():
     for a, b in zip(got, frames):
         assert np.array_equal(a, np.asarray(b))
     assert (got[0][..., 0] < 128).mean() > 0.01  # there are lines, dark on white
+
+
+def test_decode_context_is_the_encoded_reference_latent(lvcd_model, monkeypatch, one_thread):
+    """The reference code decodes [encode(I^0) * 0.18215, frames...] in every chunk (sample_func.py: outputs =
+    cat([first_cond * scale_factor, x0[-14:]])), not the denoised reference position of the first pass."""
+    from animevideo.pipelines.long_video import decode as lv_decode
+    from animevideo.pipelines.svd import conditioning
+
+    seen = []
+    real = lv_decode.decode_with_context
+
+    def spy(vae, latents, context_latent, scaling_factor, **kw):
+        seen.append(context_latent)
+        return real(vae, latents, context_latent, scaling_factor, **kw)
+
+    monkeypatch.setattr(lv_decode, "decode_with_context", spy)
+    ref = ref_image(4)
+    lc.colorize(lvcd_model, [(ref, 0)], hints(3), lc.ColorizeOptions(long_video=OPTS), steps=1, seed=0)
+    vae, sf = lvcd_model.svd.vae, lvcd_model.svd.vae_scaling_factor
+    expected = conditioning.encode_concat_latent(vae, ref[None], torch.zeros(1, 3, H, W), 0.0)[0].float() * sf
+    assert len(seen) == 1 and torch.equal(seen[0], expected)
+    # several references: each chunk's context is the nearest reference's encoded latent
+    seen.clear()
+    refs = [(ref_image(5), 0), (ref_image(6), 9)]
+    lc.colorize(lvcd_model, refs, hints(10), lc.ColorizeOptions(long_video=OPTS), steps=1, seed=0)
+    ctx = seen[0]
+    for first, img in ((0, refs[0][0]), (9, refs[1][0])):
+        want = conditioning.encode_concat_latent(vae, img[None], torch.zeros(1, 3, H, W), 0.0)[0].float() * sf
+        assert torch.equal(ctx(first), want)

@@ -136,6 +136,29 @@ def test_install_is_idempotent_and_removable(stock_unet):
     assert h2 is not h1 and h2.num_spatial_layers == 6
 
 
+def test_reinstall_after_an_attention_backend_switch_rewraps_the_processors(stock_unet):
+    """enable_xformers_memory_efficient_attention (pipelines.attention.select_attention_backend, run before every
+    SVD run) resets every processor of the network; installing again must bring reference attention back."""
+    from diffusers.models.attention_processor import AttnProcessor2_0
+
+    unet = copy.deepcopy(stock_unet)
+    handle = install_lvcd_attention(unet)
+    plan = P.prevref_plan(overlap=1, num_video_frames=3, shift=1)
+    args = _inputs(stock_unet, 1, plan.num_frames, seed=13)
+    with handle.use(plan):
+        want = _run(unet, *args)
+    unet.set_attn_processor(AttnProcessor2_0())  # what a backend switch does
+    with handle.use(plan):
+        lost = _run(unet, *args)
+    assert (lost - want).abs().max() > 1e-4  # the plan no longer reaches the attention
+    assert install_lvcd_attention(unet) is handle
+    assert handle.refresh() == 0  # nothing left to re-wrap
+    with handle.use(plan):
+        torch.testing.assert_close(_run(unet, *args), want, rtol=0, atol=1e-6)
+    with handle.use(None):
+        torch.testing.assert_close(_run(unet, *args), _run(stock_unet, *args), rtol=0, atol=1e-6)
+
+
 def test_real_size_layer_counts():
     from diffusers import UNetSpatioTemporalConditionModel
 

@@ -27,9 +27,10 @@ Sampling (:func:`generate`), as ``CogVideoXImageToVideoPipeline`` does: v-predic
 DDPM (the scheduler config of the folder, else CogVideoX-5b-I2V's), ``CogVideoXDPMScheduler`` (DPM-Solver++(2M)
 SDE, the official V1 sampler) or ``CogVideoXDDIMScheduler`` (``sampler="ddim"``); CFG over text only, the
 unconditional branch keeps the guide latents; DynamicCFG ``w = 1 + s·(1 − cos(π·x⁵))/2`` with ``s = cfg``:
-by default ``x = step_index / steps`` (w ramps 1 → 1+s), and with ``dynamic_cfg_timestep_quirk`` the
-original's ``x = (steps − t) / steps`` with ``t`` the discrete DDPM timestep (SAT code and diffusers both do
-this; w is then a pseudo-random value in [1, 1+s]). ``cfg <= 1`` skips the unconditional pass.
+by default (``dynamic_cfg_timestep_quirk``, digest A6.7: V1's behaviour) the original's ``x = (steps − t) / steps``
+with ``t`` the discrete DDPM timestep (SAT passes ``step_index=num_steps − timestep``, diffusers' pipeline the
+same; w is then a pseudo-random value in [1, 1+s]); with the quirk off the intended ``x = step_index / steps``
+(w ramps 1 → 1+s). ``cfg <= 1`` skips the unconditional pass.
 One CPU generator seeded with ``seed`` draws, in diffusers' order, the keyframe latent samples, the initial
 noise and the SDE noise, so a first-frame-only run equals diffusers' pipeline with the same generator.
 

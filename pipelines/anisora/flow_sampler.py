@@ -1,15 +1,26 @@
-"""Flow-matching sampling for the Wan2.1 backbone (AniSora V2/V3/anymask), as diffusers' Wan pipeline runs it.
+"""Flow-matching sampling for the Wan2.1 backbone (AniSora V2/V3/anymask), as AniSora's own (native Wan) code
+runs it.
 
-The solvers are diffusers' own schedulers, configured as the Wan-AI diffusers releases are:
-``UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=shift)``
-(the Wan/AniSora default, "unipc") or ``FlowMatchEulerDiscreteScheduler(shift=shift)`` ("euler"). Both
-shift the flow time as ``sigma' = shift·s / (1 + (shift − 1)·s)``; AniSora's README uses shift 5, 8 steps
+The solvers are diffusers' own schedulers: ``UniPCMultistepScheduler(prediction_type="flow_prediction",
+use_flow_sigmas=True, flow_shift=shift)`` (the Wan/AniSora solver, "unipc") or
+``FlowMatchEulerDiscreteScheduler(shift=shift)`` ("euler", an extra: native Wan has UniPC and DPM++ only).
+Both shift the flow time as ``sigma' = shift·s / (1 + (shift − 1)·s)``; AniSora's README uses shift 5, 8 steps
 and guidance 1 (distilled: no unconditional pass).
+
+Time grid of "unipc": native Wan's ``FlowUniPCMultistepScheduler`` (the solver in AniSora V2/V3/anymask's own
+inference code, which their README commands run) spaces the unshifted flow time as
+``s_k = (1 − 1/1000)·(1 − k/N)``, k = 0..N−1; diffusers' UniPC with flow sigmas uses
+``1 − k·(1 − 1/1000)/N`` instead (0.001 higher before the shift: at 8 steps, shift 5 the model would see
+timesteps 893/750/625/418 where AniSora's code gives 892/749/624/416). :class:`WanUniPC` is diffusers' UniPC
+on the native grid; with it, the solver's steps equal native Wan's (checked against the original scheduler to
+~1e-7 in float32). "euler" keeps diffusers' own grid.
 """
 from __future__ import annotations
 
+import functools
 from typing import Callable
 
+import numpy as np
 import torch
 
 from ..errors import AnimeVideoInputError
@@ -22,15 +33,33 @@ def shift_sigma(s, shift: float):
     return shift * s / (1 + (shift - 1) * s)
 
 
+def wan_flow_times(steps: int) -> np.ndarray:
+    """Native Wan's unshifted flow times for ``steps`` steps, high to low (float64): (1 − 1/1000)·(1 − k/N)."""
+    return np.linspace(1.0 - 1.0 / NUM_TRAIN_TIMESTEPS, 0.0, int(steps) + 1)[:-1]
+
+
+@functools.lru_cache(maxsize=None)
+def _wan_unipc_class():
+    from diffusers import UniPCMultistepScheduler
+
+    class WanUniPC(UniPCMultistepScheduler):
+        """diffusers' UniPC whose default time grid is native Wan's (:func:`wan_flow_times`, then the shift)."""
+
+        def set_timesteps(self, num_inference_steps=None, device=None, sigmas=None, mu=None):
+            if sigmas is None and num_inference_steps is not None and self.config.use_flow_sigmas:
+                sigmas = wan_flow_times(num_inference_steps)
+            return super().set_timesteps(num_inference_steps, device=device, sigmas=sigmas, mu=mu)
+
+    return WanUniPC
+
+
 def make_scheduler(sampler: str, shift: float):
     if shift <= 0:
         raise AnimeVideoInputError(f"shift: {shift} must be above 0 (AniSora uses 5; 3 is suggested for 480p).")
     if sampler == "unipc":
-        from diffusers import UniPCMultistepScheduler
-
-        return UniPCMultistepScheduler(num_train_timesteps=NUM_TRAIN_TIMESTEPS, prediction_type="flow_prediction",
-                                       use_flow_sigmas=True, flow_shift=float(shift), solver_order=2,
-                                       solver_type="bh2", predict_x0=True, lower_order_final=True)
+        return _wan_unipc_class()(num_train_timesteps=NUM_TRAIN_TIMESTEPS, prediction_type="flow_prediction",
+                                  use_flow_sigmas=True, flow_shift=float(shift), solver_order=2,
+                                  solver_type="bh2", predict_x0=True, lower_order_final=True)
     if sampler == "euler":
         from diffusers import FlowMatchEulerDiscreteScheduler
 

@@ -55,7 +55,9 @@ class AniSoraRequest:
     seed: int = 0
     sampler: str = "unipc"  # "unipc" or "euler" (flow matching)
     dynamic_cfg: bool = True  # CogVideoX only (DynamicCFG, digest A2)
-    dynamic_cfg_timestep_quirk: bool = False  # CogVideoX only (digest A2/A6)
+    # CogVideoX only (digest A2/A6.7): True = the original's DynamicCFG (x = (steps - t)/steps, t the DDPM timestep;
+    # SAT and diffusers both compute it so); False = the intended ramp x = step/steps.
+    dynamic_cfg_timestep_quirk: bool = True
     fit: str | None = None  # how keyframes/masks of another size meet width x height: crop/pad/stretch (None: stretch)
     vae_tiling: bool = False  # decode (and encode) the VAE in overlapping spatial tiles: less memory
 

@@ -2,18 +2,22 @@
 
 The transformer input is ``cat(noise 16ch, mask 4ch, guide latent 16ch)`` = 36 channels:
 
-* known mask: per pixel frame, binary (rounded at 0.5), at latent resolution (nearest downsample, as
-  AniSora's anymask code does), 1 = given, 0 = generate. Frame 0's mask is repeated 4 times in front (the causal VAE's first latent frame
-  holds pixel frame 0 alone), giving ``F + 3 = 4·T_lat`` frames, viewed as ``(T_lat, 4, h, w)`` and
-  transposed to ``(4, T_lat, h, w)``. Pixel frame ``i >= 1`` therefore lands in latent slot ``(i-1)//4 + 1``,
-  mask channel ``(i-1) % 4``; frame 0 fills all 4 channels of slot 0. This equals diffusers'
-  ``WanImageToVideoPipeline.prepare_latents`` for a first-frame guide.
+* known mask: per pixel frame, binary (soft mask edges rounded at 0.5; a keyframe's ``strength`` must be
+  >= 0.5 and then counts as 1, a lower one is an error rather than a silently dropped keyframe), at latent
+  resolution (nearest downsample, as AniSora's anymask code does), 1 = given, 0 = generate. Frame 0's mask is
+  repeated 4 times in front (the causal VAE's first latent frame holds pixel frame 0 alone), giving
+  ``F + 3 = 4·T_lat`` frames, viewed as ``(T_lat, 4, h, w)`` and transposed to ``(4, T_lat, h, w)``. Pixel frame
+  ``i >= 1`` therefore lands in latent slot ``(i-1)//4 + 1``, mask channel ``(i-1) % 4``; frame 0 fills all 4
+  channels of slot 0. This equals diffusers' ``WanImageToVideoPipeline.prepare_latents`` for a first-frame guide.
 * guide video: the whole clip in [-1, 1], zero (mid-grey) where nothing is known, i.e. ``(2v - 1) · known``
   (``video ⊙ mask`` for motion masks), encoded in ONE pass through the causal VAE.
+* keyframe positions: the pixel frame asked for is used as is (any frame packs into its slot/channel). AniSora's
+  own scripts only ever give frames at multiples of 8 (V3 any-frame: ``round(int((F-1)·t)/8)·8``; anymask
+  temporal: every 8th frame), i.e. mask channel 3 of an even latent slot, so other positions are reported.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 import torch.nn.functional as F
@@ -47,6 +51,38 @@ def latent_slot(pixel_index: int) -> tuple[int, int | None]:
     if pixel_index == 0:
         return 0, None
     return (pixel_index - 1) // TEMPORAL + 1, (pixel_index - 1) % TEMPORAL
+
+
+KEYFRAME_STRIDE = 8  # AniSora's scripts place given frames at multiples of 8 pixel frames
+MIN_STRENGTH = 0.5  # the binary mask's threshold
+
+
+def check_strengths(resolved) -> list[str]:
+    """A clear error for a keyframe the binary mask would drop (strength < 0.5); notes for 0.5 <= strength < 1."""
+    for r in resolved:
+        s = r.keyframe.strength
+        if s < MIN_STRENGTH:
+            raise AnimeVideoInputError(
+                f"strength: the keyframe at frame {r.index} has strength {s:g}. AniSora's Wan models take a binary "
+                f"mask (a frame is given or generated, nothing in between), so a strength below {MIN_STRENGTH:g} "
+                f"would silently drop this keyframe. Set strength to 1 (any value from {MIN_STRENGTH:g} counts as "
+                "1), or remove the keyframe.")
+    return [f"keyframe at frame {r.index}: strength {r.keyframe.strength:g} counts as 1 (AniSora's Wan models take "
+            "a binary mask)." for r in resolved if r.keyframe.strength < 1.0]
+
+
+def off_grid_note(index: int, num_frames: int) -> str | None:
+    """A note for a keyframe off AniSora's multiple-of-8 positions (it still lands where asked)."""
+    if index % KEYFRAME_STRIDE == 0:
+        return None
+    lo = index - index % KEYFRAME_STRIDE
+    near = [f for f in (lo, lo + KEYFRAME_STRIDE) if f < num_frames]
+    hint = f"frame {' or '.join(map(str, near))} would match them"
+    if index == num_frames - 1:
+        hint += f"; for the last frame, an 8k+1 clip ({lo + 1} or {lo + KEYFRAME_STRIDE + 1} frames) ends on one"
+    return (f"keyframe at frame {index} is not a multiple of {KEYFRAME_STRIDE}: AniSora's inference scripts only give "
+            f"frames at multiples of 8 (V3 any-frame snaps to them), so this position is outside what they feed "
+            f"the model; {hint}.")
 
 
 def check_size(width: int, height: int):
@@ -118,15 +154,18 @@ def build_wan_condition(guide, num_frames: int, height: int, width: int, fit: st
         raise AnimeVideoInputError(
             "guide: no keyframe. AniSora generates from at least one given frame; connect an AnimeVideoKeyframe "
             "(frame_index 0 for image-to-video).")
-    video, known = guide.known_video(num_frames, height, width, fit)  # [F,H,W,3], [F,H,W] in 0..1
+    notes += check_strengths(resolved)
+    notes += [n for n in (off_grid_note(r.index, num_frames) for r in resolved) if n]
+    full = replace(guide, keyframes=tuple(replace(k, strength=1.0) for k in guide.keyframes))  # binary: all given
+    video, known = full.known_video(num_frames, height, width, fit)  # [F,H,W,3], [F,H,W] in 0..1
     if guide.motion_mask is not None:
         notes.append("motion mask: outside the mask every frame is given (static), inside it is generated.")
-    # AniSora's Wan models were trained on binary masks (anymask: "> 0 means given"); soft brush edges and
-    # keyframe strengths are rounded at 0.5 and the rounding is reported.
-    binary = (known >= 0.5).float()
-    if bool(((known > 0) & (known < 1)).any()):
-        notes.append("soft mask edges / keyframe strength below 1 rounded to given (>= 0.5) or generated (< 0.5): "
-                     "AniSora's Wan models take a binary mask.")
+    # AniSora's Wan models were trained on binary masks (anymask: "> 0 means given"); soft brush edges are
+    # rounded at 0.5 (strengths >= 0.5 count as 1, checked above) and the rounding is reported.
+    binary = (known >= MIN_STRENGTH).float()
+    if guide.motion_mask is not None and bool(((known > 0) & (known < 1)).any()):
+        notes.append("soft mask edges rounded to given (>= 0.5) or generated (< 0.5): AniSora's Wan models take a "
+                     "binary mask.")
     h, w = height // SPATIAL, width // SPATIAL
     mask = pack_mask(downsample_known(binary, h, w))[None]
     cond = torch.zeros(3, num_frames, height, width)

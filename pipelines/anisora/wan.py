@@ -1,9 +1,9 @@
 """AniSora V2/V3/anymask on the Wan2.1-I2V backbone: guide -> packed condition -> flow matching -> frames.
 
 ``generate(model, guide, text, request, hooks)`` is the backbone entry point the AniSora sampler node calls.
-With only a first-frame guide it computes exactly what diffusers' ``WanImageToVideoPipeline`` computes
-(tested on tiny weights); keyframes elsewhere and motion masks only change the packed mask and the
-guide video (``packing``).
+With only a first-frame guide it computes exactly what diffusers' ``WanImageToVideoPipeline`` computes with the
+same scheduler (tested on tiny weights; our UniPC runs on native Wan's time grid, see ``flow_sampler``);
+keyframes elsewhere and motion masks only change the packed mask and the guide video (``packing``).
 """
 from __future__ import annotations
 

@@ -22,7 +22,7 @@ latents of the clip (4 channels at 1/8 size, small).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Protocol
+from typing import Callable, Protocol, Sequence
 
 import torch
 
@@ -78,6 +78,8 @@ class LongSampler:
     guidance: Callable[[SegmentPass], torch.Tensor | None] | None = None  # [1, T, 1, 1, 1] or None (no CFG)
     on_step: Callable[[int, edm.StepState], None] | None = None  # (segment index, state), once per step
     on_segment: Callable[[SegmentPass, torch.Tensor], None] | None = None  # final latents [T, C, h, w]
+    # more denoised hooks for a pass, run after Overlapped Blending (e.g. keyframe/motion-mask guides)
+    pass_hooks: Callable[[SegmentPass], Sequence[edm.DenoisedHook]] | None = None
 
     # ------------------------------------------------------------------ layout
     def pass_for(self, seg: Segment, segments: list[Segment], refs: list[ReferenceCond]) -> SegmentPass:
@@ -180,7 +182,8 @@ class LongSampler:
                 if self.on_step is not None:
                     self.on_step(index, st)
 
-            run = edm.EDMEulerSampler(denoiser=self.make_denoiser(p), denoised_hooks=[hook], callback=callback)
+            extra = list(self.pass_hooks(p)) if self.pass_hooks is not None else []
+            run = edm.EDMEulerSampler(denoiser=self.make_denoiser(p), denoised_hooks=[hook, *extra], callback=callback)
             guidance = self.guidance(p) if self.guidance is not None else None
             x = run.sample(cond, noise.to(device), sigmas, guidance)[0].float()
             first_new = p.num_ref_frames + seg.known

@@ -28,7 +28,8 @@ Public API (other modules build on exactly these names):
         ``position_ids(plan) -> [T] long``.
     The plan's ``num_frames`` must equal the T of every forward call while it is set (B*T batches, any B; a
     mismatch raises ValueError). Install after any attention-backend switch (xformers): the stock path delegates
-    to the processor present at install time. Note (as in LVCD's own code): the temporal res blocks' GroupNorm
+    to the processor present at install time; installing again after a switch re-wraps the replaced processors
+    (``LVCDAttention.refresh()``). Note (as in LVCD's own code): the temporal res blocks' GroupNorm
     still pools statistics over all T frames, so the reference path is isolated in attention/conv/positions only.
 
 ``keymap``

@@ -126,6 +126,23 @@ class LVCDAttention:
                         conv._lvcd_handle = self
                         self._convs.append(conv)
 
+    def refresh(self) -> int:
+        """Re-wrap the attention processors that were replaced since installation (an attention-backend switch
+        such as ``enable_xformers_memory_efficient_attention`` resets every processor of a network); the
+        replacement becomes the new stock path. Returns how many were re-wrapped."""
+        count = 0
+        for kind, items in ((ReferenceAttnProcessor, self._spatial), (MaskedTemporalAttnProcessor, self._temporal)):
+            for i, (attn, _) in enumerate(items):
+                proc = attn.processor
+                if isinstance(proc, kind) and proc.handle is self:
+                    continue
+                wrapper = ReferenceAttnProcessor(self, i, proc) if kind is ReferenceAttnProcessor \
+                    else MaskedTemporalAttnProcessor(self, proc)
+                attn.set_processor(wrapper)
+                items[i] = (attn, proc)
+                count += 1
+        return count
+
     def remove(self):
         """Put the stock processors and classes back."""
         for attn, base in self._spatial + self._temporal:
@@ -139,9 +156,11 @@ class LVCDAttention:
 
 
 def install_lvcd_attention(module: nn.Module) -> LVCDAttention:
-    """Install LVCD's attention/conv/position behaviour on ``module``; idempotent (returns the existing handle)."""
+    """Install LVCD's attention/conv/position behaviour on ``module``; idempotent (returns the existing handle,
+    re-wrapping any attention processor an attention-backend switch replaced in the meantime)."""
     handle = getattr(module, _HANDLE_ATTR, None)
     if isinstance(handle, LVCDAttention):
+        handle.refresh()
         return handle
     handle = LVCDAttention(module)
     handle._install()

@@ -15,7 +15,8 @@ digest B4, B8).
 - The output holds the L lineart frames only: the reference itself is **not** in the output.
 
 Decode: chunks of 10 latents = [reference latent] + 9 frames, overlapping by 3 (``long_video.decode``); the
-reference latent is the first pass's denoised reference position (the reconstructed reference).
+reference latent is the reference image's encoded latent (scaled), as in the reference code (nearest reference per
+chunk when there are several).
 
 Colour fidelity: decoded pixels are clamped to [-1, 1] and mapped to [0, 1]; no min-max renormalisation (the peer
 node stretches the whole clip). ``color_match=True`` additionally matches each output channel's clip-wide mean
@@ -33,7 +34,7 @@ from ..errors import AnimeVideoInputError
 from ..image_ops import fit_image
 from ..long_video import decode as lv_decode
 from ..long_video import sampler as lv
-from ..long_video.segments import LongVideoOptions, nearest_reference, plan_segments
+from ..long_video.segments import LongVideoOptions, plan_segments
 from ..svd import conditioning
 
 FPS = 7.0  # the model sees fps id 6
@@ -174,11 +175,9 @@ def colorize(model, references: Sequence[tuple[torch.Tensor, int]], hints: torch
     result = sampler.sample(conds, num_frames, (model.svd.latent_channels, height // factor, width // factor),
                             device=device, segments=segments, input_name="lineart")
     sf = model.svd.vae_scaling_factor
-    # decode context: the first pass's final latent of its reference position (the reconstructed reference, as
-    # the reference code decodes [x0_ref, frames...]); other references: their encoded latent (scaled)
+    # decode context: the reference's encoded latent, scaled - the reference code decodes
+    # [encode(I^0) * 0.18215, frames...] (its output frame 0), not the denoised reference position
     ctx = [(c.latent[0].float() * sf) for c in conds]
-    if result.reference_latent is not None:
-        ctx[nearest_reference(segments[0], indices)] = result.reference_latent.float()
     if len(ctx) == 1:
         context = ctx[0]
     else:

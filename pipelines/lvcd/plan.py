@@ -71,7 +71,8 @@ def prevref_plan(overlap: int, num_video_frames: int, shift: int = DEFAULT_SHIFT
     position 0 = the reference image, 1..o = the previous segment's last o results, then o overlapped
     video frames and the new ones.
 
-    - self half: own frame, except new frames p >= d + o read frame p - shift (Eq. 8);
+    - self half: own frame, except new frames p >= d + o read frame max(p - shift, d) (Eq. 8; the paper's
+      shift 3 < o = 4 never reaches the clamp);
     - reference half: own frame for the reference path; overlapped frame d + j reads prev-ref frame 1 + j
       (Eq. 7) with logit bias ln(alpha); new frames read frame 0.
 
@@ -91,7 +92,9 @@ def prevref_plan(overlap: int, num_video_frames: int, shift: int = DEFAULT_SHIFT
     bias = torch.zeros(t)
     if use_shift and shift:
         new = idx >= d + known
-        self_index[new] = idx[new] - shift
+        # never before the first video frame: with shift > known (e.g. overlap 0) p - shift would land on the
+        # reference path or, negative, wrap around to the clip's last (noisiest) frames
+        self_index[new] = (idx[new] - shift).clamp_min(d)
     if use_prev_reference and overlap:
         ov = (idx >= d + known - overlap) & (idx < d + known)
         ref_index[ov] = idx[ov] - known
