@@ -194,7 +194,8 @@ class AnimeVideoAniSoraSampler:
             "required": {
                 "anisora_model": (ANISORA_MODEL, {"tooltip": "From AnimeVideo Load AniSora."}),
                 "positive": ("CONDITIONING", {"tooltip": "The prompt from CLIP Text Encode (CLIPLoader type wan, "
-                             "umt5_xxl file; CogVideoX: type cogvideox / t5xxl). Add AniSora's micro-conditions "
+                             "umt5_xxl file; AniSora V1 / CogVideoX: a T5-XXL encoder, e.g. type mochi with t5xxl, padded or cut "
+                             "to 226 tokens). Add AniSora's micro-conditions "
                              "with AnimeVideo AniSora Prompt."}),
                 "guide": (GUIDE, {"tooltip": "Keyframes (AnimeVideo Keyframe Guide, frame_index 0 for "
                           "image-to-video, -1 for the last frame) and optionally a motion mask (AnimeVideo "

@@ -39,8 +39,10 @@ class AnimeVideoKeyframe:
                                 "goes to: 0 is the first frame; a negative index counts from the end (-1 is "
                                 "the last frame). Must lie inside the clip's num_frames."}),
                 "strength": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.05, "tooltip":
-                             "How firmly the frame is held: 1 = exactly this picture (up to the VAE), lower "
-                             "blends the model's own frame in at every step."}),
+                             "How firmly the frame is held: 1 = exactly this picture (up to the VAE). SVD: lower "
+                             "blends the model's own frame in at every step. AniSora Wan: the mask is binary "
+                             "as trained, so 0.5-1 holds the frame and below 0.5 is an error. AniSora V1: "
+                             "scales the keyframe latent."}),
             },
             "optional": {
                 "guide": (GUIDE, {"tooltip": GUIDE_IN_TOOLTIP}),
