@@ -235,6 +235,9 @@ class AnimeVideoAniSoraSampler:
                 "dynamic_cfg": ("BOOLEAN", {"default": True, "tooltip": "AniSora V1 (CogVideoX) only: "
                                 "DynamicCFG as the official sampler: w = 1 + cfg·(1 − cos(π·x⁵))/2 with the "
                                 "original's x = (steps − t)/steps, t the DDPM timestep."}),
+                "dynamic_cfg_timestep_quirk": ("BOOLEAN", {"default": True, "tooltip": "AniSora V1 only: on = "
+                                               "the original's x = (steps − t)/steps with t the DDPM timestep "
+                                               "(what V1 was tuned with); off = the intended ramp x = i/steps."}),
             },
         }
 
@@ -246,7 +249,8 @@ class AnimeVideoAniSoraSampler:
     CATEGORY = CATEGORY
 
     def sample(self, anisora_model, positive, guide, width, height, num_frames, steps, cfg, shift, sampler, seed,
-               negative=None, clip_vision_output=None, fit="crop", vae_tiling=False, dynamic_cfg=True):
+               negative=None, clip_vision_output=None, fit="crop", vae_tiling=False, dynamic_cfg=True,
+               dynamic_cfg_timestep_quirk=True):
         if not isinstance(anisora_model, AniSoraHandle):
             raise AnimeVideoInputError("anisora_model: expected the output of AnimeVideo Load AniSora.")
         if not isinstance(guide, Guide):
@@ -255,7 +259,9 @@ class AnimeVideoAniSoraSampler:
         text, notes = anisora_text.build_text(positive, negative, clip_vision_output, float(cfg))
         req = AniSoraRequest(width=int(width), height=int(height), num_frames=int(num_frames), steps=int(steps),
                              cfg=float(cfg), shift=float(shift), seed=int(seed), sampler=sampler,
-                             dynamic_cfg=bool(dynamic_cfg), fit=fit, vae_tiling=bool(vae_tiling))
+                             dynamic_cfg=bool(dynamic_cfg),
+                             dynamic_cfg_timestep_quirk=bool(dynamic_cfg_timestep_quirk), fit=fit,
+                             vae_tiling=bool(vae_tiling))
         generate = _generate_fn(model.backbone)
         progress = bridge.Progress(int(steps) + 2, desc="AniSora")
         device = bridge.torch_device()

@@ -154,6 +154,8 @@ def test_backbone_dispatch_to_cogvideox(env, monkeypatch):
     assert info.startswith("cogvideox ran") and calls[0].steps == 3 and frames.shape[0] == 9
     # V1's own DynamicCFG (SAT and diffusers: x = (steps - t)/steps with the DDPM timestep) is what the node runs
     assert calls[0].dynamic_cfg and calls[0].dynamic_cfg_timestep_quirk
+    sample(cog, first_frame_guide(), steps=3, dynamic_cfg_timestep_quirk=False)  # the switch reaches the sampler
+    assert not calls[1].dynamic_cfg_timestep_quirk
     assert handle.model.backbone == "wan"
 
 
