@@ -238,6 +238,9 @@ class AnimeVideoAniSoraSampler:
                 "dynamic_cfg_timestep_quirk": ("BOOLEAN", {"default": True, "tooltip": "AniSora V1 only: on = "
                                                "the original's x = (steps − t)/steps with t the DDPM timestep "
                                                "(what V1 was tuned with); off = the intended ramp x = i/steps."}),
+                "latent_preview": ("BOOLEAN", {"default": True, "tooltip": "Show the middle frame's clean "
+                                   "estimate on the node after each step (Wan backbone; a linear latent -> RGB map "
+                                   "fitted once to the model's VAE). Off saves that small VAE pass."}),
             },
         }
 
@@ -250,7 +253,7 @@ class AnimeVideoAniSoraSampler:
 
     def sample(self, anisora_model, positive, guide, width, height, num_frames, steps, cfg, shift, sampler, seed,
                negative=None, clip_vision_output=None, fit="crop", vae_tiling=False, dynamic_cfg=True,
-               dynamic_cfg_timestep_quirk=True):
+               dynamic_cfg_timestep_quirk=True, latent_preview=True):
         if not isinstance(anisora_model, AniSoraHandle):
             raise AnimeVideoInputError("anisora_model: expected the output of AnimeVideo Load AniSora.")
         if not isinstance(guide, Guide):
@@ -266,7 +269,8 @@ class AnimeVideoAniSoraSampler:
         progress = bridge.Progress(int(steps) + 2, desc="AniSora")
         device = bridge.torch_device()
         hooks = AniSoraHooks(on_step=lambda i, n: progress.set(1 + i), device=device,
-                             offload_device=None if anisora_model.keep_on_gpu else bridge.offload_device())
+                             offload_device=None if anisora_model.keep_on_gpu else bridge.offload_device(),
+                             on_preview=(lambda i, n, rgb: progress.set(1 + i, rgb)) if latent_preview else None)
         bridge.make_room(max(model_nbytes(model.transformer), model_nbytes(model.vae)), device)
         try:
             if model.backbone != "wan":  # that backbone places its own parts only if it reads hooks.device

@@ -164,3 +164,22 @@ def test_registered_in_the_pack():
 
     for name in ("AnimeVideoLoadAniSora", "AnimeVideoAniSoraSampler", "AnimeVideoAniSoraPrompt"):
         assert name in pack.NODE_CLASS_MAPPINGS and name in pack.NODE_DISPLAY_NAME_MAPPINGS
+
+
+def test_latent_preview_reaches_the_progress_bar(env, monkeypatch):
+    shown = []
+    real_set = nodes.bridge.Progress.set
+
+    def spy(self, value, preview_rgb=None):
+        if preview_rgb is not None:
+            shown.append((value, tuple(preview_rgb.shape), preview_rgb.dtype))
+        return real_set(self, value, preview_rgb)
+
+    monkeypatch.setattr(nodes.bridge.Progress, "set", spy)
+    handle = load()
+    sample(handle, first_frame_guide(), steps=2, latent_preview=True)
+    assert [v for v, _, _ in shown] == [2, 3] and all(s[-1] == 3 and d == torch.uint8 for _, s, d in shown)
+    assert "latent_rgb" in handle.model.extras  # fitted once, then reused
+    shown.clear()
+    sample(handle, first_frame_guide(), steps=2, latent_preview=False)
+    assert shown == []

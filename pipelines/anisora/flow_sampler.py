@@ -72,9 +72,11 @@ def cfg_combine(cond: torch.Tensor, uncond: torch.Tensor, scale: float) -> torch
 
 
 def sample(velocity: Callable[[torch.Tensor, torch.Tensor, bool], torch.Tensor], latents: torch.Tensor,
-           scheduler, steps: int, cfg: float, on_step: Callable[[int, int], None] | None = None) -> torch.Tensor:
+           scheduler, steps: int, cfg: float, on_step: Callable[[int, int], None] | None = None,
+           on_denoised: Callable[[int, int, torch.Tensor], None] | None = None) -> torch.Tensor:
     """Integrate from noise ``latents`` (float32). ``velocity(x, t, positive)`` is the transformer's
-    prediction with the positive (True) or negative (False) prompt; cfg <= 1 skips the negative pass."""
+    prediction with the positive (True) or negative (False) prompt; cfg <= 1 skips the negative pass.
+    ``on_denoised(step, total, x0)`` gets each step's clean estimate x0 = x − σ·v (σ = t / 1000), for previews."""
     if steps < 1:
         raise AnimeVideoInputError(f"steps: {steps} must be at least 1.")
     scheduler.set_timesteps(int(steps), device=latents.device)
@@ -84,6 +86,9 @@ def sample(velocity: Callable[[torch.Tensor, torch.Tensor, bool], torch.Tensor],
         pred = velocity(latents, t, True)
         if cfg > 1.0:
             pred = cfg_combine(pred, velocity(latents, t, False), cfg)
+        if on_denoised is not None:
+            sigma = float(t) / scheduler.config.num_train_timesteps
+            on_denoised(i + 1, total, latents - sigma * pred.float())
         latents = scheduler.step(pred, t, latents, return_dict=False)[0]
         if on_step is not None:
             on_step(i + 1, total)

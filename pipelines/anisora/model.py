@@ -69,6 +69,8 @@ class AniSoraHooks:
     # on ``device``). With both set, only the part at work (VAE or transformer) sits on ``device``.
     device: torch.device | None = None
     offload_device: torch.device | None = None
+    # (step, total, rgb [h, w, 3] uint8): a preview of the clip's middle frame after each step (Wan backbone)
+    on_preview: Callable[[int, int, torch.Tensor], None] | None = None
 
 
 @dataclass

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import torch
 
+from .. import latent_preview
 from ..errors import AnimeVideoInputError, AnimeVideoModelError
 from . import flow_sampler, packing
 from .model import AniSoraHooks, AniSoraModel, AniSoraRequest, AniSoraResult, TextConditioning, on_device
@@ -80,8 +81,29 @@ def sample_latents(model: AniSoraModel, condition: torch.Tensor, text: TextCondi
                                    encoder_hidden_states_image=img, return_dict=False)[0]
 
         scheduler = flow_sampler.make_scheduler(request.sampler, request.shift)
-        latents = flow_sampler.sample(velocity, latents, scheduler, request.steps, request.cfg, hooks.on_step)
+        on_denoised = None
+        if hooks.on_preview is not None and "latent_rgb" in model.extras:
+            projection = model.extras["latent_rgb"]
+
+            def preview(step, total, x0):
+                hooks.on_preview(step, total, latent_preview.preview_rgb(x0[0, :, x0.shape[2] // 2], projection))
+
+            on_denoised = preview
+
+        latents = flow_sampler.sample(velocity, latents, scheduler, request.steps, request.cfg, hooks.on_step,
+                                      on_denoised)
     return latents.float()
+
+
+def fit_preview(model: AniSoraModel) -> torch.Tensor:
+    """The latent -> RGB preview map of this model's VAE (normalised latent space), fitted once per model."""
+    if "latent_rgb" not in model.extras:
+        def encode(pics):
+            video = (pics * 2 - 1)[:, :, None]  # [N, 3, 1, H, W] one-frame clips
+            return packing.encode_guide(model.vae, video)[:, :, 0]
+
+        model.extras["latent_rgb"] = latent_preview.fit_latent_to_rgb(encode)
+    return model.extras["latent_rgb"]
 
 
 def set_tiling(vae, enabled: bool):
@@ -104,6 +126,9 @@ def generate(model: AniSoraModel, guide, text: TextConditioning, request: AniSor
                                        request.fit)
     set_tiling(model.vae, request.vae_tiling)
     condition = encode_condition(model, cond, hooks)
+    if hooks.on_preview is not None:
+        with on_device(model.vae, hooks):
+            fit_preview(model)
     latents = sample_latents(model, condition, text, request, hooks)
     with on_device(model.vae, hooks):
         frames = packing.decode_latents(model.vae, latents)
