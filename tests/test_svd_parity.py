@@ -1,6 +1,7 @@
 """Our SVD sampler against independent references on the same weights and noise.
 
-- diffusers' own StableVideoDiffusionPipeline (float32, max abs difference <= 1e-4);
+- diffusers' own StableVideoDiffusionPipeline (float32, max abs difference <= 1e-4), with its UNet's ResBlock
+  GroupNorms set to the original sgm eps (1e-5) as our loader does (diffusers builds some with 1e-6);
 - the EDM equations (Karras et al. 2022; SVD's v-scaling) written out in float64.
 """
 import numpy as np
@@ -23,6 +24,7 @@ def both(tiny_svd, tmp_path_factory):
     tiny.write_sgm_file(str(root / "svd_xt.safetensors"), *tiny_svd)
     ours = loader.load_svd(str(root / "svd_xt.safetensors"), torch.float32)
     ref = StableVideoDiffusionPipeline.from_pretrained(str(root / "df"), local_files_only=True)
+    assert loader.match_sgm_norm_eps(ref.unet) > 0  # diffusers' port differs from sgm here; ours follows sgm
     ref.set_progress_bar_config(disable=True)
     return ours, ref, str(root / "df")
 
@@ -144,3 +146,15 @@ def test_denoised_hook_can_pin_chosen_frames_to_known_latents():
     # the last Euler step goes to sigma 0, where x equals the (pinned) denoised estimate
     torch.testing.assert_close(out[0, 0], known)
     assert not torch.allclose(out[0, 1], known)
+
+
+def test_loaded_unet_uses_the_original_resblock_norm_eps(both):
+    """Stability's sgm ResBlocks (SVD's training code) use GroupNorm eps 1e-5 everywhere; the transformers' norms
+    stay at 1e-6 as in sgm. diffusers' port builds some ResBlock norms with 1e-6: a real difference of ~1e-4."""
+    ours, _, df_dir = both
+    for model in (ours, loader.load_svd(df_dir, torch.float32)):
+        norms = {n: m.eps for n, m in model.unet.named_modules() if isinstance(m, torch.nn.GroupNorm)}
+        assert all(e == 1e-5 for n, e in norms.items() if "resnets." in n)
+        assert all(e == 1e-6 for n, e in norms.items() if ".attentions." in n)
+    unet, _, _ = tiny.build_tiny_svd(0)
+    assert loader.match_sgm_norm_eps(unet) > 0  # stock diffusers construction really differs

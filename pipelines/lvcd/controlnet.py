@@ -13,6 +13,8 @@ from typing import Mapping
 import torch
 from torch import nn
 
+from ..svd.loader import match_sgm_norm_eps
+
 ENCODER_CONFIG_KEYS = (
     "in_channels", "down_block_types", "block_out_channels", "addition_time_embed_dim",
     "projection_class_embeddings_input_dim", "layers_per_block", "cross_attention_dim",
@@ -81,6 +83,7 @@ class SVDControlNet(nn.Module):
             cross_attention_dim=cross[-1], num_attention_heads=heads[-1])
         self.controlnet_down_blocks = nn.ModuleList(_zero_conv(c) for c in skip_channels)
         self.controlnet_mid_block = _zero_conv(channels[-1])
+        match_sgm_norm_eps(self)  # the original's ResBlock norms (diffusers' blocks build some with 1e-6)
 
     @property
     def dtype(self) -> torch.dtype:

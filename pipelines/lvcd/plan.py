@@ -89,7 +89,7 @@ def prevref_plan(overlap: int, num_video_frames: int, shift: int = DEFAULT_SHIFT
     idx = torch.arange(t)
     self_index = idx.clone()
     ref_index = torch.where(idx < d, idx, torch.zeros_like(idx))
-    bias = torch.zeros(t)
+    bias = torch.zeros(t, dtype=torch.float64)  # ln(alpha) exact; the processors cast to the query dtype
     if use_shift and shift:
         new = idx >= d + known
         # never before the first video frame: with shift > known (e.g. overlap 0) p - shift would land on the

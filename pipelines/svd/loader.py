@@ -215,7 +215,24 @@ def load_diffusers_folder(path: str, dtype: torch.dtype) -> SVDModel:
     return SVDModel(unet=unet, vae=vae, image_encoder=clip, dtype=dtype, source=path, layout="diffusers")
 
 
+# Stability's sgm code (which trained SVD, and LVCD on it) builds every ResBlock GroupNorm with eps 1e-5;
+# diffusers' UNetSpatioTemporalConditionModel builds those of its CrossAttn down blocks and all up blocks with
+# 1e-6 (a port difference: about 1e-4 on a float64 forward, found by the LVCD parity check against the original).
+SGM_NORM_EPS = 1e-5
+
+
+def match_sgm_norm_eps(module: torch.nn.Module) -> int:
+    """Set the res-block GroupNorms of a diffusers SVD UNet (or a network built from its blocks) to sgm's eps.
+    Returns how many were changed."""
+    changed = 0
+    for name, m in module.named_modules():
+        if isinstance(m, torch.nn.GroupNorm) and "resnets." in name and m.eps != SGM_NORM_EPS:
+            m.eps = SGM_NORM_EPS
+            changed += 1
+    return changed
+
+
 def load_svd(path: str, dtype: torch.dtype) -> SVDModel:
-    if os.path.isdir(path):
-        return load_diffusers_folder(path, dtype)
-    return load_sgm_single_file(path, dtype)
+    model = load_diffusers_folder(path, dtype) if os.path.isdir(path) else load_sgm_single_file(path, dtype)
+    match_sgm_norm_eps(model.unet)
+    return model
