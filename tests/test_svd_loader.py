@@ -134,3 +134,26 @@ def test_svd_ckpt_without_image_encoder_is_refused(tiny_svd, tmp_path):
     with pytest.raises(AnimeVideoModelError) as e:
         loader.load_svd(str(path), torch.float32)
     assert "no image encoder" in str(e.value)
+
+
+def test_vae_without_svds_two_middle_blocks_is_refused_clearly(sgm_file, tmp_path):
+    # sgm's VideoDecoder always has decoder.mid.block_1 and block_2 (the attention sits between them); a file
+    # without the second one is not SVD's VAE and must say so instead of failing on unexpected keys.
+    sd = read_state_dict(sgm_file)
+    cut = {k: v for k, v in sd.items() if not k.startswith("first_stage_model.decoder.mid.block_2.")}
+    path = tmp_path / "one_mid_block.safetensors"
+    save_file({k: v.contiguous() for k, v in cut.items()}, str(path))
+    with pytest.raises(AnimeVideoModelError, match="two in the middle"):
+        loader.load_svd(str(path), torch.float32)
+
+
+def test_tiny_decoder_middle_attention_is_live(sgm_file):
+    # With a valid sgm layout the mid-block attention runs: changing its weights changes the decode.
+    model = loader.load_svd(sgm_file, torch.float32)
+    z = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        before = model.vae.decode(z, num_frames=2).sample
+        attn = model.vae.decoder.mid_block.attentions[0]
+        attn.to_out[0].weight.add_(0.5)
+        after = model.vae.decode(z, num_frames=2).sample
+    assert (after - before).abs().max() > 1e-3

@@ -14,6 +14,7 @@ from .keymap import CLIP_PREFIX, UNET_PREFIX, VAE_PREFIX
 Shapes = Mapping[str, Sequence[int]]
 
 UNET_HEAD_DIM = 64
+SGM_VAE_LAYERS = 2  # res blocks per encoder level in SVD's VAE (num_res_blocks)
 OPENCLIP_VIT_H_HEAD_WIDTH = 80
 
 
@@ -120,6 +121,12 @@ def detect_vae_config(shapes: Shapes) -> dict:
     """diffusers ``AutoencoderKLTemporalDecoder`` kwargs from sgm VAE shapes (prefix stripped)."""
     levels = _indices(shapes, r"encoder\.down\.(\d+)\.")
     layers = _indices(shapes, r"encoder\.down\.0\.block\.(\d+)\.")
+    if len(layers) != SGM_VAE_LAYERS or "decoder.mid.block_2.conv1.weight" not in shapes:
+        raise AnimeVideoModelError(
+            f"The VAE has {len(layers)} res blocks per level"
+            f"{'' if 'decoder.mid.block_2.conv1.weight' in shapes else ' and no second middle block'}; "
+            f"SVD's temporal VAE has {SGM_VAE_LAYERS} per level and two in the middle (sgm's VideoDecoder), "
+            "the only layout the temporal decoder can be built from.")
     block_out = tuple(shapes[f"encoder.down.{lv}.block.0.conv2.weight"][0] for lv in levels)
     return dict(
         in_channels=shapes["encoder.conv_in.weight"][1],

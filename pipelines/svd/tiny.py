@@ -30,7 +30,9 @@ TINY_UNET = dict(
 TINY_VAE = dict(
     block_out_channels=(32, 32, 64, 64),
     down_block_types=("DownEncoderBlock2D",) * 4,
-    layers_per_block=1,
+    # 2 as released: sgm's VideoDecoder always has two mid resnets (with the attention between them), and
+    # diffusers' TemporalDecoder gives its mid block ``layers_per_block`` of them, so only 2 is a valid sgm file.
+    layers_per_block=2,
     latent_channels=4,
 )
 TINY_CLIP = dict(
