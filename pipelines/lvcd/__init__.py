@@ -48,7 +48,7 @@ Public API (other modules build on exactly these names):
     ``load_lvcd(svd_path, lvcd_path, dtype) -> LVCDModel`` (``svd_path``: sgm single file or diffusers folder, as
         ``pipelines.svd.loader.load_svd``; ``lvcd_path``: ``lvcd.ckpt`` Lightning file or ``lvcd-fp16.safetensors``;
         a wrong file or a base of another architecture raises ``AnimeVideoModelError`` naming what was found).
-        The returned networks are eval(), requires_grad False, on CPU, plan None (stock).
+        The returned networks are in inference mode (``.eval()``, requires_grad False), on CPU, plan None (stock).
     ``detect_controlnet_config(control_shapes) -> (unet_encoder_kwargs, conditioning_channels, hint_widths)``.
 
 ``denoiser``
