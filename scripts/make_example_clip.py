@@ -20,7 +20,6 @@ coordinates (no randomness, no fonts).
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import struct
 import sys

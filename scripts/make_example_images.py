@@ -125,9 +125,9 @@ def tree(d, x, y, h=1.0):
     ellipse(d, [x - 44 * h, y - 150 * h, x + 10 * h, y - 108 * h], TREE_LEAVES_LIGHT, ink=False)
 
 
-def draw_character(d):
-    """A chibi girl with pink twin-tails, facing the viewer, standing on the hill."""
-    cx, top = 330, 170
+def draw_character(d, cx=330, top=170, wave=False, smile=False):
+    """A chibi girl with pink twin-tails, facing the viewer, standing on the hill; optionally waving
+    (right arm raised) and smiling with closed eyes."""
     # twin-tails behind the head
     poly(d, [(cx - 92, top + 70), (cx - 140, top + 170), (cx - 128, top + 250), (cx - 96, top + 200),
              (cx - 70, top + 120)], HAIR)
@@ -142,9 +142,14 @@ def draw_character(d):
     poly(d, [(cx, top + 214), (cx + 22, top + 202), (cx + 22, top + 230)], RIBBON, w=2)
     # arms and legs
     poly(d, [(cx - 46, top + 182), (cx - 74, top + 250), (cx - 60, top + 256), (cx - 38, top + 200)], SHIRT)
-    poly(d, [(cx + 46, top + 182), (cx + 74, top + 250), (cx + 60, top + 256), (cx + 38, top + 200)], SHIRT)
+    if wave:  # right arm up beside the head
+        poly(d, [(cx + 44, top + 184), (cx + 96, top + 120), (cx + 108, top + 132), (cx + 52, top + 202)], SHIRT)
+        ellipse(d, [cx + 94, top + 100, cx + 120, top + 126], SKIN, w=2.5)
+    else:
+        poly(d, [(cx + 46, top + 182), (cx + 74, top + 250), (cx + 60, top + 256), (cx + 38, top + 200)], SHIRT)
     ellipse(d, [cx - 80, top + 246, cx - 56, top + 268], SKIN, w=2.5)
-    ellipse(d, [cx + 56, top + 246, cx + 80, top + 268], SKIN, w=2.5)
+    if not wave:
+        ellipse(d, [cx + 56, top + 246, cx + 80, top + 268], SKIN, w=2.5)
     for sx in (-1, 1):
         poly(d, [(cx + sx * 18, top + 330), (cx + sx * 38, top + 330), (cx + sx * 36, top + 376),
                  (cx + sx * 20, top + 376)], SKIN, w=2.5)
@@ -170,13 +175,19 @@ def draw_character(d):
     # face: big anime eyes, blush, mouth
     for sx in (-1, 1):
         ex = cx + sx * 40
-        ellipse(d, [ex - 17, top + 104, ex + 17, top + 150], EYE, w=3)
-        ellipse(d, [ex - 9, top + 118, ex + 9, top + 146], INK, ink=False)
-        ellipse(d, [ex - 12, top + 110, ex - 2, top + 122], EYE_LIGHT, ink=False)
-        ellipse(d, [ex + 3, top + 132, ex + 9, top + 138], EYE_LIGHT, ink=False)
+        if smile:  # closed happy eyes: an upward arc
+            d.arc(s([ex - 16, top + 118, ex + 16, top + 146]), 200, 340, fill=INK, width=outline_width(4))
+        else:
+            ellipse(d, [ex - 17, top + 104, ex + 17, top + 150], EYE, w=3)
+            ellipse(d, [ex - 9, top + 118, ex + 9, top + 146], INK, ink=False)
+            ellipse(d, [ex - 12, top + 110, ex - 2, top + 122], EYE_LIGHT, ink=False)
+            ellipse(d, [ex + 3, top + 132, ex + 9, top + 138], EYE_LIGHT, ink=False)
         d.line([tuple(s((ex - 20, top + 102))), tuple(s((ex + 20, top + 100)))], fill=INK, width=outline_width(4))
         ellipse(d, [ex + sx * 10 - 14, top + 150, ex + sx * 10 + 14, top + 160], BLUSH, ink=False)
-    d.arc(s([cx - 12, top + 150, cx + 12, top + 166]), 20, 160, fill=INK, width=outline_width(2.5))
+    if smile:  # open smiling mouth
+        d.chord(s([cx - 14, top + 150, cx + 14, top + 172]), 0, 180, fill=RIBBON, outline=INK, width=outline_width(2.5))
+    else:
+        d.arc(s([cx - 12, top + 150, cx + 12, top + 166]), 20, 160, fill=INK, width=outline_width(2.5))
     # hair shade strands over the tails
     for sx in (-1, 1):
         d.line([tuple(s((cx + sx * 110, top + 130))), tuple(s((cx + sx * 124, top + 210)))],
