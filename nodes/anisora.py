@@ -17,7 +17,7 @@ from ..pipelines.guides import Guide
 from ..pipelines.image_ops import FIT_MODES
 from ..pipelines.model_cache import MODEL_CACHE, model_nbytes
 from . import comfy_bridge as bridge
-from .common import validate_model_inputs
+from .common import resolve_model_file, validate_model_inputs
 from .guides import GUIDE
 
 ANISORA_MODEL = "ANIMEVIDEO_ANISORA"
@@ -68,13 +68,10 @@ def resolve_vae(name: str, transformer_path: str) -> str | None:
             f"vae_name: a single-file transformer needs its VAE; pick the Wan2.1 VAE (Wan2.1_VAE.pth or "
             f"wan_2.1_vae.safetensors) from models/vae ({bridge.models_dir_hint('vae')}). '{VAE_FROM_FOLDER}' "
             "only works with a diffusers folder.")
-    try:
-        return resolve_in_folders(name, bridge.model_folders("vae"), "vae_name")
-    except FileNotFoundError:
-        raise AnimeVideoModelError(
-            f"vae_name: '{name}' was not found in models/vae ({bridge.models_dir_hint('vae')}). Expected the Wan2.1 "
-            "VAE (Wan2.1_VAE.pth from IndexTeam/Index-anisora or Wan-AI/Wan2.1-I2V-14B-480P, or "
-            "Comfy-Org's wan_2.1_vae.safetensors).") from None
+    return resolve_model_file(name, "vae", "vae_name", lambda: (
+        f"vae_name: '{name}' was not found in models/vae ({bridge.models_dir_hint('vae')}). Expected the Wan2.1 "
+        "VAE (Wan2.1_VAE.pth from IndexTeam/Index-anisora or Wan-AI/Wan2.1-I2V-14B-480P, or "
+        "Comfy-Org's wan_2.1_vae.safetensors)."))
 
 
 def load_anisora_cached(transformer_name: str, vae_name: str, dtype_name: str):

@@ -1,11 +1,22 @@
-"""Small pieces every node module shares: model placement for one run and model-input validation."""
+"""Small pieces every node module shares: model files by name, model placement for one run and model-input
+validation."""
 from __future__ import annotations
 
 from typing import Callable
 
+from ..pipelines.checkpoint_io import resolve_in_folders
 from ..pipelines.errors import AnimeVideoInputError, AnimeVideoModelError
 from ..pipelines.model_cache import model_nbytes
 from . import comfy_bridge as bridge
+
+
+def resolve_model_file(name: str, kind: str, input_name: str, missing: Callable[[], str]) -> str:
+    """``name`` inside ComfyUI's ``kind`` model folders (never outside them); when it is not there, an
+    AnimeVideoModelError with ``missing()``: the message naming the input, the folders and what belongs there."""
+    try:
+        return resolve_in_folders(name, bridge.model_folders(kind), input_name)
+    except FileNotFoundError:
+        raise AnimeVideoModelError(missing()) from None
 
 
 class ModelOnDevice:

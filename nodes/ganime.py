@@ -6,15 +6,15 @@ from __future__ import annotations
 
 import torch
 
-from ..pipelines.checkpoint_io import FileIdentity, resolve_in_folders
-from ..pipelines.errors import AnimeVideoInputError, AnimeVideoModelError
+from ..pipelines.checkpoint_io import FileIdentity
+from ..pipelines.errors import AnimeVideoInputError
 from ..pipelines.ganime import inference as g_inference
 from ..pipelines.ganime import loader as g_loader
 from ..pipelines.ganime import tokens as g_tokens
 from ..pipelines.image_ops import comfy_image_to_bchw
 from ..pipelines.model_cache import MODEL_CACHE
 from . import comfy_bridge as bridge
-from .common import ModelOnDevice, validate_model_inputs
+from .common import ModelOnDevice, resolve_model_file, validate_model_inputs
 from .svd import single_image
 
 GANIME_MODEL = "ANIMEVIDEO_GANIME"
@@ -42,10 +42,7 @@ def missing_model_message(name: str, input_name: str) -> str:
 
 
 def resolve_path(name: str, input_name: str) -> str:
-    try:
-        return resolve_in_folders(name, bridge.model_folders(FOLDER), input_name)
-    except FileNotFoundError:
-        raise AnimeVideoModelError(missing_model_message(name, input_name)) from None
+    return resolve_model_file(name, FOLDER, input_name, lambda: missing_model_message(name, input_name))
 
 
 def load_ganime_cached(vqgan_name: str, transformer_name: str, dtype_name: str) -> g_loader.GANimeModel:

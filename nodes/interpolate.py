@@ -9,7 +9,7 @@ import os
 
 import torch
 
-from ..pipelines.checkpoint_io import FileIdentity, resolve_in_folders
+from ..pipelines.checkpoint_io import FileIdentity
 from ..pipelines.errors import AnimeVideoInputError, AnimeVideoModelError
 from ..pipelines.image_ops import comfy_image_to_bchw
 from ..pipelines.interpolate import loader as interp_loader
@@ -17,7 +17,7 @@ from ..pipelines.interpolate import run as interp_run
 from ..pipelines.interpolate import timing
 from ..pipelines.model_cache import MODEL_CACHE
 from . import comfy_bridge as bridge
-from .common import ModelOnDevice, validate_model_inputs
+from .common import ModelOnDevice, resolve_model_file, validate_model_inputs
 
 INTERPOLATOR = "ANIMEVIDEO_INTERPOLATOR"
 KIND = "interpolation"
@@ -37,10 +37,7 @@ def missing_model_message(model_name: str) -> str:
 
 
 def resolve_interpolator_path(model_name: str) -> str:
-    try:
-        path = resolve_in_folders(model_name, bridge.model_folders(KIND), "model_name")
-    except FileNotFoundError:
-        raise AnimeVideoModelError(missing_model_message(model_name)) from None
+    path = resolve_model_file(model_name, KIND, "model_name", lambda: missing_model_message(model_name))
     if not os.path.isfile(path):
         raise AnimeVideoModelError(missing_model_message(model_name))
     return path

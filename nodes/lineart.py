@@ -4,13 +4,13 @@ The work happens in ``pipelines.lineart``; the generator is loaded here through 
 """
 from __future__ import annotations
 
-from ..pipelines.checkpoint_io import FileIdentity, resolve_in_folders
+from ..pipelines.checkpoint_io import FileIdentity
 from ..pipelines.errors import AnimeVideoInputError, AnimeVideoModelError
 from ..pipelines.lineart import extract as la_extract
 from ..pipelines.lineart import loader as la_loader
 from ..pipelines.model_cache import MODEL_CACHE
 from . import comfy_bridge as bridge
-from .common import ModelOnDevice
+from .common import ModelOnDevice, resolve_model_file
 
 FOLDER = la_loader.FOLDER
 CATEGORY = "AnimeVideo/LVCD"
@@ -28,10 +28,7 @@ def missing_model_message(model_name: str) -> str:
 
 
 def resolve_lineart_path(model_name: str) -> str:
-    try:
-        return resolve_in_folders(model_name, bridge.model_folders(FOLDER), "model_name")
-    except FileNotFoundError:
-        raise AnimeVideoModelError(missing_model_message(model_name)) from None
+    return resolve_model_file(model_name, FOLDER, "model_name", lambda: missing_model_message(model_name))
 
 
 def load_lineart_cached(model_name: str):

@@ -2,8 +2,8 @@
 and ``pipelines.long_video``."""
 from __future__ import annotations
 
-from ..pipelines.checkpoint_io import FileIdentity, resolve_in_folders
-from ..pipelines.errors import AnimeVideoInputError, AnimeVideoModelError
+from ..pipelines.checkpoint_io import FileIdentity
+from ..pipelines.errors import AnimeVideoInputError
 from ..pipelines.image_ops import FIT_MODES, comfy_image_to_bchw, fit_image
 from ..pipelines.lineart import POLARITIES, to_hint
 from ..pipelines.long_video.segments import TAIL_MODES, LongVideoOptions, parse_reference_indices, plan_segments
@@ -12,7 +12,7 @@ from ..pipelines.model_cache import MODEL_CACHE
 from ..pipelines.svd import decode as svd_decode
 from ..pipelines.svd import loader as svd_loader
 from . import comfy_bridge as bridge
-from .common import ModelOnDevice, validate_model_inputs
+from .common import ModelOnDevice, resolve_model_file, validate_model_inputs
 from .svd import CKPT_EXTENSIONS, DTYPES, LONG_VIDEO, resolve_svd_path
 
 LVCD_MODEL = "ANIMEVIDEO_LVCD"
@@ -38,12 +38,9 @@ def lvcd_names() -> list[str]:
 
 
 def resolve_lvcd_path(lvcd_name: str) -> str:
-    try:
-        return resolve_in_folders(lvcd_name, bridge.model_folders(LVCD_FOLDER), "lvcd_name")
-    except FileNotFoundError:
-        raise AnimeVideoModelError(
-            f"lvcd_name: '{lvcd_name}' was not found in models/lvcd ({bridge.models_dir_hint(LVCD_FOLDER)}). "
-            f"{EXPECTED_LVCD}") from None
+    return resolve_model_file(lvcd_name, LVCD_FOLDER, "lvcd_name", lambda: (
+        f"lvcd_name: '{lvcd_name}' was not found in models/lvcd ({bridge.models_dir_hint(LVCD_FOLDER)}). "
+        f"{EXPECTED_LVCD}"))
 
 
 def load_lvcd_cached(ckpt_name: str, lvcd_name: str, dtype_name: str):

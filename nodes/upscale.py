@@ -5,13 +5,13 @@ spandrel, frame by frame in chunks with the output written into one preallocated
 """
 from __future__ import annotations
 
-from ..pipelines.checkpoint_io import FileIdentity, resolve_in_folders
-from ..pipelines.errors import AnimeVideoInputError, AnimeVideoModelError
+from ..pipelines.checkpoint_io import FileIdentity
+from ..pipelines.errors import AnimeVideoInputError
 from ..pipelines.model_cache import MODEL_CACHE
 from ..pipelines.upscale import loader as up_loader
 from ..pipelines.upscale import stream as up_stream
 from . import comfy_bridge as bridge
-from .common import ModelOnDevice, validate_model_inputs
+from .common import ModelOnDevice, resolve_model_file, validate_model_inputs
 
 UPSCALER = "ANIMEVIDEO_UPSCALER"
 FOLDER = "upscale_models"
@@ -29,10 +29,7 @@ def missing_model_message(model_name: str) -> str:
 
 
 def resolve_upscaler_path(model_name: str) -> str:
-    try:
-        return resolve_in_folders(model_name, bridge.model_folders(FOLDER), "model_name")
-    except FileNotFoundError:
-        raise AnimeVideoModelError(missing_model_message(model_name)) from None
+    return resolve_model_file(model_name, FOLDER, "model_name", lambda: missing_model_message(model_name))
 
 
 def load_upscaler_cached(model_name: str, dtype_name: str) -> up_loader.Upscaler:
