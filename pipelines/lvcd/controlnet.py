@@ -13,6 +13,7 @@ from typing import Mapping
 import torch
 from torch import nn
 
+from ..svd.controlled_unet import svd_embeddings, svd_encoder
 from ..svd.loader import match_sgm_norm_eps
 
 ENCODER_CONFIG_KEYS = (
@@ -113,14 +114,7 @@ class SVDControlNet(nn.Module):
         batch, frames = sample.shape[:2]
         if hint.shape[0] != batch * frames:
             raise ValueError(f"ControlNet hint has {hint.shape[0]} images for {batch}x{frames} frames")
-        t = timestep if torch.is_tensor(timestep) else torch.tensor([timestep], device=sample.device)
-        t = (t[None] if t.ndim == 0 else t).to(sample.device).expand(batch)
-
-        emb = self.time_embedding(self.time_proj(t).to(sample.dtype))
-        time_ids = self.add_time_proj(added_time_ids.flatten()).reshape(batch, -1).to(emb.dtype)
-        emb = (emb + self.add_embedding(time_ids)).repeat_interleave(frames, dim=0)
-        hidden = encoder_hidden_states.repeat_interleave(frames, dim=0)
-
+        emb, hidden = svd_embeddings(self, sample, timestep, encoder_hidden_states, added_time_ids)
         x = self.conv_in(sample.flatten(0, 1))
         guide = self.controlnet_cond_embedding(hint.to(x.dtype))
         if guide.shape[-2:] != x.shape[-2:]:
@@ -128,13 +122,7 @@ class SVDControlNet(nn.Module):
                              f"feature map, but the latent is {tuple(x.shape[-2:])}: the hint must be 8x the latent")
         x = x + guide
         indicator = torch.zeros(batch, frames, dtype=x.dtype, device=x.device)
-        skips = (x,)
-        for block in self.down_blocks:
-            kwargs = dict(hidden_states=x, temb=emb, image_only_indicator=indicator)
-            if getattr(block, "has_cross_attention", False):
-                kwargs["encoder_hidden_states"] = hidden
-            x, res = block(**kwargs)
-            skips += res
+        x, skips = svd_encoder(self, x, emb, hidden, indicator)
         x = self.mid_block(hidden_states=x, temb=emb, encoder_hidden_states=hidden, image_only_indicator=indicator)
 
         down = [conv(s) for conv, s in zip(self.controlnet_down_blocks, skips)]

@@ -12,29 +12,41 @@ from typing import Sequence
 import torch
 
 
+def svd_embeddings(net, sample: torch.Tensor, timestep, encoder_hidden_states: torch.Tensor,
+                   added_time_ids: torch.Tensor):
+    """(time + added-time-ids embedding, cross-attention context), both repeated per frame: the conditioning
+    every SVD UNet and SVD ControlNet block takes. ``net`` has the UNet's embedding modules."""
+    batch, frames = sample.shape[:2]
+    t = timestep if torch.is_tensor(timestep) else torch.tensor([timestep], device=sample.device)
+    t = (t[None] if t.ndim == 0 else t).to(sample.device).expand(batch)
+    emb = net.time_embedding(net.time_proj(t).to(sample.dtype))
+    time_ids = net.add_time_proj(added_time_ids.flatten()).reshape(batch, -1).to(emb.dtype)
+    emb = (emb + net.add_embedding(time_ids)).repeat_interleave(frames, dim=0)
+    return emb, encoder_hidden_states.repeat_interleave(frames, dim=0)
+
+
+def svd_encoder(net, x: torch.Tensor, emb: torch.Tensor, hidden: torch.Tensor, indicator: torch.Tensor):
+    """The down blocks on the conv_in features ``x`` [B*F, C, h, w] -> (features, the skips incl. ``x``)."""
+    skips = (x,)
+    for block in net.down_blocks:
+        kwargs = dict(hidden_states=x, temb=emb, image_only_indicator=indicator)
+        if getattr(block, "has_cross_attention", False):
+            kwargs["encoder_hidden_states"] = hidden
+        x, res = block(**kwargs)
+        skips += res
+    return x, skips
+
+
 def svd_unet_forward(unet, sample: torch.Tensor, timestep: torch.Tensor, encoder_hidden_states: torch.Tensor,
                      added_time_ids: torch.Tensor,
                      down_block_residuals: Sequence[torch.Tensor] | None = None,
                      mid_block_residual: torch.Tensor | None = None) -> torch.Tensor:
     """sample: [B, F, C_in, h, w] -> [B, F, C_out, h, w]. Residuals are in the flattened [B*F, C, h', w'] layout."""
     batch, frames = sample.shape[:2]
-    t = timestep if torch.is_tensor(timestep) else torch.tensor([timestep], device=sample.device)
-    t = (t[None] if t.ndim == 0 else t).to(sample.device).expand(batch)
-
-    emb = unet.time_embedding(unet.time_proj(t).to(sample.dtype))
-    time_ids = unet.add_time_proj(added_time_ids.flatten()).reshape(batch, -1).to(emb.dtype)
-    emb = (emb + unet.add_embedding(time_ids)).repeat_interleave(frames, dim=0)
-    hidden = encoder_hidden_states.repeat_interleave(frames, dim=0)
-
+    emb, hidden = svd_embeddings(unet, sample, timestep, encoder_hidden_states, added_time_ids)
     x = unet.conv_in(sample.flatten(0, 1))
     indicator = torch.zeros(batch, frames, dtype=x.dtype, device=x.device)
-    skips = (x,)
-    for block in unet.down_blocks:
-        kwargs = dict(hidden_states=x, temb=emb, image_only_indicator=indicator)
-        if getattr(block, "has_cross_attention", False):
-            kwargs["encoder_hidden_states"] = hidden
-        x, res = block(**kwargs)
-        skips += res
+    x, skips = svd_encoder(unet, x, emb, hidden, indicator)
     if down_block_residuals is not None:
         if len(down_block_residuals) != len(skips):
             raise ValueError(f"expected {len(skips)} down-block residuals, got {len(down_block_residuals)}")
