@@ -29,6 +29,17 @@ def tiny_svd():
 
 
 @pytest.fixture(scope="session")
+def tiny_svd_model(tiny_svd):
+    """The tiny SVD modules as an SVDModel (float32), for pipeline-level tests."""
+    import torch
+
+    from animevideo.pipelines.svd import loader
+
+    unet, vae, clip = tiny_svd
+    return loader.SVDModel(unet, vae, clip, torch.float32, "tiny", "diffusers")
+
+
+@pytest.fixture(scope="session")
 def tiny_models_dir(tmp_path_factory):
     """A ComfyUI models/ folder written by scripts/make_tiny_models.py (real formats, real names)."""
     sys.path.insert(0, os.path.join(ROOT, "scripts"))

@@ -1,11 +1,6 @@
-import sys
-
-import pytest
 import torch
 
-from pack_paths import ROOT  # noqa: F401  (registers the package)
-
-preview = __import__("animevideo.pipelines.latent_preview", fromlist=["x"])
+from animevideo.pipelines import latent_preview as preview
 
 
 def test_fit_recovers_an_affine_encoder_exactly():

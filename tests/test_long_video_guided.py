@@ -9,7 +9,7 @@ from animevideo.pipelines.guides import Guide
 from animevideo.pipelines.long_video import sampler as lv
 from animevideo.pipelines.long_video import svd_long
 from animevideo.pipelines.long_video.segments import LongVideoOptions, Segment
-from animevideo.pipelines.svd import guided, loader, pipeline
+from animevideo.pipelines.svd import guided, pipeline
 
 svd_nodes = importlib.import_module("animevideo.nodes.svd")
 guide_nodes = importlib.import_module("animevideo.nodes.guides")
@@ -21,9 +21,8 @@ LONG = 9
 
 
 @pytest.fixture(scope="module")
-def model(tiny_svd, one_thread):
-    unet, vae, clip = tiny_svd
-    return loader.SVDModel(unet, vae, clip, torch.float32, "tiny", "diffusers")
+def model(tiny_svd_model, one_thread):
+    return tiny_svd_model
 
 
 @pytest.fixture(scope="module")

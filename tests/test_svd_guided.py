@@ -9,7 +9,7 @@ import torch
 from animevideo.pipelines.errors import AnimeVideoInputError
 from animevideo.pipelines.guides import Guide
 from animevideo.pipelines.metrics import motion_mask as mmp
-from animevideo.pipelines.svd import decode, guided, loader, pipeline
+from animevideo.pipelines.svd import decode, guided, pipeline
 
 svd_nodes = importlib.import_module("animevideo.nodes.svd")
 guide_nodes = importlib.import_module("animevideo.nodes.guides")
@@ -19,9 +19,8 @@ FRAMES = 6
 
 
 @pytest.fixture(scope="module")
-def model(tiny_svd, one_thread):
-    unet, vae, clip = tiny_svd
-    return loader.SVDModel(unet, vae, clip, torch.float32, "tiny", "diffusers")
+def model(tiny_svd_model, one_thread):
+    return tiny_svd_model
 
 
 @pytest.fixture(scope="module")
