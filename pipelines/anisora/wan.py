@@ -50,6 +50,8 @@ def encode_condition(model: AniSoraModel, cond: packing.WanCondition, hooks: Ani
     """[1, 20, T_lat, h, w]: packed mask then guide latent (one VAE pass over the zero-filled guide video)."""
     with on_device(model.vae, hooks):
         guide_latent = packing.encode_guide(model.vae, cond.video)
+        if hooks.on_preview is not None:
+            fit_preview(model)  # while the VAE is on the device anyway (once per model)
     return torch.cat([cond.mask.to(guide_latent.device), guide_latent], dim=1)
 
 
@@ -126,9 +128,6 @@ def generate(model: AniSoraModel, guide, text: TextConditioning, request: AniSor
                                        request.fit)
     set_tiling(model.vae, request.vae_tiling)
     condition = encode_condition(model, cond, hooks)
-    if hooks.on_preview is not None:
-        with on_device(model.vae, hooks):
-            fit_preview(model)
     latents = sample_latents(model, condition, text, request, hooks)
     with on_device(model.vae, hooks):
         frames = packing.decode_latents(model.vae, latents)
