@@ -184,20 +184,17 @@ class AnimeVideoSVDSampler:
     def sample(self, svd_model, image, width, height, fit, num_frames, fps, motion_bucket_id, augmentation_level,
                steps, min_cfg, max_cfg, seed, decode_chunk_size, decode_tile_size=0, latent_preview=True,
                guide=None, long_video=None):
-        if long_video is not None:
-            return self._sample_long(svd_model, image, width, height, fit, num_frames, fps, motion_bucket_id,
-                                     augmentation_level, steps, min_cfg, max_cfg, seed, decode_chunk_size,
-                                     decode_tile_size, latent_preview, guide, long_video)
         handle = svd_model
         model = handle.model
-        x = single_image(image)
+        x = fit_image(single_image(image), int(width), int(height), fit)
         req = svd_pipeline.SVDRequest(
             num_frames=int(num_frames), fps=float(fps), motion_bucket_id=float(motion_bucket_id),
             augmentation_level=float(augmentation_level), steps=int(steps), min_cfg=float(min_cfg),
             max_cfg=float(max_cfg), seed=int(seed), decode_chunk_size=int(decode_chunk_size),
             tile_size=int(decode_tile_size) // model.spatial_factor if decode_tile_size else 0,
         )
-        x = fit_image(x, int(width), int(height), fit)
+        if long_video is not None:
+            return self._sample_long(handle, x, req, fit, latent_preview, guide, long_video)
         decode_chunks = -(-req.num_frames // max(1, req.decode_chunk_size))
         progress = bridge.Progress(req.steps + decode_chunks, desc="SVD")
         mid = req.num_frames // 2
@@ -225,20 +222,10 @@ class AnimeVideoSVDSampler:
         latent = {"samples": (result.latents[0] / model.vae_scaling_factor).float().cpu()}
         return (result.frames, latent, float(fps), info)
 
-    def _sample_long(self, svd_model, image, width, height, fit, num_frames, fps, motion_bucket_id,
-                     augmentation_level, steps, min_cfg, max_cfg, seed, decode_chunk_size, decode_tile_size,
-                     latent_preview, guide, long_video):
+    def _sample_long(self, handle, x, req, fit, latent_preview, guide, long_video):
         from ..pipelines.long_video import svd_long
 
-        handle = svd_model
         model = handle.model
-        x = fit_image(single_image(image), int(width), int(height), fit)
-        req = svd_pipeline.SVDRequest(
-            num_frames=int(num_frames), fps=float(fps), motion_bucket_id=float(motion_bucket_id),
-            augmentation_level=float(augmentation_level), steps=int(steps), min_cfg=float(min_cfg),
-            max_cfg=float(max_cfg), seed=int(seed), decode_chunk_size=int(decode_chunk_size),
-            tile_size=int(decode_tile_size) // model.spatial_factor if decode_tile_size else 0,
-        )
         svd_pipeline.check_request(model, x, req)
         passes = svd_long.num_passes(req.num_frames, long_video.validate())
         sampling = passes * req.steps
@@ -264,11 +251,11 @@ class AnimeVideoSVDSampler:
             progress.close()
         latent = {"samples": (result.latents[0] / model.vae_scaling_factor).float().cpu()}
         segs = result.segments
-        info = (f"long video: {req.num_frames} frames at {int(width)}x{int(height)} in {passes} segments "
+        info = (f"long video: {req.num_frames} frames at {x.shape[-1]}x{x.shape[-2]} in {passes} segments "
                 f"(start, known): " + ", ".join(f"({s.start}, {s.known})" for s in segs))
         if plan is not None:
             info = "\n".join([plan.info, info, result.guide_info])
-        return (result.frames, latent, float(fps), info)
+        return (result.frames, latent, float(req.fps), info)
 
 
 NODE_CLASS_MAPPINGS = {
