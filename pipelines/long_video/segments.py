@@ -136,8 +136,12 @@ def parse_reference_indices(text: str, count: int, num_frames: int) -> list[int]
     return values
 
 
+def nearest_of(reference_indices: list[int], position: float) -> int:
+    """Index into ``reference_indices`` of the reference frame closest to ``position`` (ties: the earlier)."""
+    return min(range(len(reference_indices)), key=lambda i: (abs(reference_indices[i] - position), i))
+
+
 def nearest_reference(segment: Segment, reference_indices: list[int]) -> int:
     """Index into ``reference_indices`` of the reference closest to the segment's new frames (ties: earlier)."""
     frames = segment.new_frames
-    centre = (frames.start + frames.stop - 1) / 2
-    return min(range(len(reference_indices)), key=lambda i: (abs(reference_indices[i] - centre), i))
+    return nearest_of(reference_indices, (frames.start + frames.stop - 1) / 2)

@@ -34,7 +34,7 @@ from ..errors import AnimeVideoInputError
 from ..image_ops import fit_image
 from ..long_video import decode as lv_decode
 from ..long_video import sampler as lv
-from ..long_video.segments import LongVideoOptions, plan_segments
+from ..long_video.segments import LongVideoOptions, nearest_of, plan_segments
 from ..svd import conditioning
 
 FPS = 7.0  # the model sees fps id 6
@@ -182,15 +182,14 @@ def colorize(model, references: Sequence[tuple[torch.Tensor, int]], hints: torch
         context = ctx[0]
     else:
         def context(first_frame: int):
-            i = min(range(len(indices)), key=lambda k: (abs(indices[k] - first_frame), k))
-            return ctx[i]
+            return ctx[nearest_of(indices, first_frame)]
     frames = lv_decode.decode_with_context(model.svd.vae, result.latents, context, sf, chunk=opts.decode_chunk,
                                            overlap=opts.decode_overlap, on_chunk=cb.on_decode_chunk)
     if opts.color_match:
         if len(indices) == 1:
             color_match(frames, refs)
         else:  # each frame follows its nearest reference
-            owner = [min(range(len(indices)), key=lambda k: (abs(indices[k] - f), k)) for f in range(num_frames)]
+            owner = [nearest_of(indices, f) for f in range(num_frames)]
             for k in range(len(indices)):
                 sel = [f for f in range(num_frames) if owner[f] == k]
                 if sel:
