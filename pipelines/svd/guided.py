@@ -40,6 +40,7 @@ import torch.nn.functional as F
 
 from ..errors import AnimeVideoInputError
 from ..guides import Guide, fit_frame
+from .conditioning import encode_concat_latent
 from .sampler import DenoisedHook, StepState
 
 MOVE_THRESHOLD = 0.5  # a latent cell may move when any of its pixels has mask >= this
@@ -93,11 +94,12 @@ class SVDGuidePlan:
 @torch.inference_mode()
 def encode_latents(vae, images: torch.Tensor, scaling_factor: float) -> torch.Tensor:
     """[N,3,H,W] 0..1 -> [N,C,h,w] model-space latents (posterior mode x scaling), one image at a time
-    through the per-frame encoder (the temporal VAE's encoder has no temporal layers)."""
-    dtype = next(vae.parameters()).dtype
-    device = next(vae.parameters()).device
-    out = [vae.encode((im[None].to(device=device, dtype=torch.float32) * 2 - 1).to(dtype)).latent_dist.mode()
-           for im in images]
+    through the per-frame encoder (the temporal VAE's encoder has no temporal layers): the conditioning
+    latent's encode, without noise augmentation."""
+    out = []
+    for im in images:
+        x = im[None].contiguous()  # the same conv kernels whatever layout the frames arrive in (permuted views)
+        out.append(encode_concat_latent(vae, x, torch.zeros_like(x), 0.0))
     return torch.cat(out).float() * scaling_factor
 
 
