@@ -358,8 +358,8 @@ def test_api_workflow_runs_and_saves(path, comfy, uploaded_examples):
     prompt = small_run_prompt(path, **MULTI_SEGMENT.get(stem(path), {}))
     started = time.time()
     result = comfy.run(prompt, timeout=600)
-    assert "execution_success" in result.types, result.describe() + "\n" + comfy.log_tail()
-    assert result.status == "success", result.describe()
+    assert "execution_success" in result.types, f"workflow {stem(path)}: {result.describe()}"
+    assert result.status == "success", f"workflow {stem(path)}: {result.describe()}"
     assert not result.of_type("execution_error")
 
     progress = result.of_type("progress")
