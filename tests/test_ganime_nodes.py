@@ -102,7 +102,7 @@ def test_the_workflow_graph_runs_with_our_nodes(handle):
     import numpy as np
 
     def load_example(name):
-        with Image.open(os.path.join(ROOT, "examples", name)) as im:
+        with Image.open(os.path.join(ROOT, "example_inputs", name)) as im:
             return torch.from_numpy(np.asarray(im.convert("RGB"), dtype=np.float32) / 255)[None]
 
     (frames,) = N.AnimeVideoGANimeInbetween().inbetween(model, load_example(api["1"]["inputs"]["image"]),

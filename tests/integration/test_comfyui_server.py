@@ -19,7 +19,7 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 WORKFLOWS = os.path.join(ROOT, "workflows")
 API = os.path.join(WORKFLOWS, "api")
-EXAMPLES = os.path.join(ROOT, "examples")
+EXAMPLES = os.path.join(ROOT, "example_inputs")
 OUR_PREFIX = "AnimeVideo"
 WIDGET_TYPES = ("INT", "FLOAT", "STRING", "BOOLEAN", "COMBO")
 UPLOAD_FLAGS = ("image_upload", "video_upload", "audio_upload", "animated_image_upload", "mesh_upload")
@@ -282,6 +282,24 @@ def test_shipped_svd_models_are_listed(comfy, object_info):
     names = object_info["AnimeVideoLoadSVD"]["input"]["required"]["ckpt_name"][0]
     assert "svd_xt.safetensors" in names
     assert "stable-video-diffusion-img2vid-xt" in names
+
+
+# ---------------------------------------------------------------------------------------------
+# Templates browser
+# ---------------------------------------------------------------------------------------------
+
+def test_every_workflow_template_opens(comfy):
+    """What the Templates browser does: list the pack's templates, then fetch each one by name."""
+    import requests
+
+    pack = os.path.basename(comfy.pack_link)
+    listing = comfy.get("/api/workflow_templates")
+    assert sorted(listing.get(pack, [])) == sorted(stem(p) for p in UI_FILES), listing.get(pack)
+    for name in listing[pack]:
+        r = requests.get(f"{comfy.url}/api/workflow_templates/{pack}/{name}.json", timeout=30)
+        assert r.status_code == 200, f"template {name}: GET answered {r.status_code}"
+        with open(os.path.join(WORKFLOWS, name + ".json"), "rb") as f:
+            assert r.content == f.read(), f"template {name}: the server sent something else than the file"
 
 
 # ---------------------------------------------------------------------------------------------
