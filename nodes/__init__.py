@@ -1,7 +1,8 @@
 """ComfyUI nodes (classic NODE_CLASS_MAPPINGS style): one module per capability, thin over ``pipelines``."""
-from . import anisora, comfy_bridge, ganime, guides, interpolate, lineart, lvcd, svd, upscale
+from . import anisora, comfy_bridge, example_inputs, ganime, guides, interpolate, lineart, lvcd, svd, upscale
 
 comfy_bridge.register_pack_folders()
+example_inputs.install_example_inputs(comfy_bridge.input_directory())
 
 NODE_CLASS_MAPPINGS = {}
 NODE_DISPLAY_NAME_MAPPINGS = {}

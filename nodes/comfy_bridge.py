@@ -169,6 +169,11 @@ def list_dirs(kind: str, is_model_dir) -> list[str]:
     return out
 
 
+def input_directory() -> str | None:
+    """ComfyUI's input/ folder (where Load Image looks); None outside ComfyUI."""
+    return _fp.get_input_directory() if IN_COMFYUI else None
+
+
 def models_dir_hint(kind: str) -> str:
     folders = model_folders(kind)
     return ", ".join(folders) if folders else f"models/{kind}"

@@ -5,7 +5,8 @@ environment has ComfyUI's and this pack's requirements) are set; otherwise every
 ``shared/tools/comfyui-harness.sh setup`` makes such a pair and ``... env`` prints the exports.
 
 The session fixture ``comfy`` builds a throwaway ``--base-directory`` (custom_nodes/ holding a symlink
-to this checkout, models/ with tiny random-weight models from scripts/make_tiny_models.py, input/,
+to this checkout, models/ with tiny random-weight models from scripts/make_tiny_models.py, input/ (holding one
+picture of the 'user' under an example input's name),
 output/, user/), starts ``main.py --cpu`` on a free loopback port, waits for /system_stats and stops
 the server at the end of the session, also when a test or the start itself fails.
 """
@@ -43,6 +44,11 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if str(item.path).startswith(HERE + os.sep):
             item.add_marker(skip)
+
+
+def read_bytes(path) -> bytes:
+    with open(path, "rb") as f:
+        return f.read()
 
 
 def free_port() -> int:
@@ -270,6 +276,17 @@ def install_fake_encoders(base_dir, models_dir):
     fake_encoders_swap().install(base_dir, models_dir)
 
 
+# A picture of the user's own under the name of one of the pack's example inputs, in input/ before the server
+# starts: the pack copies its example inputs into input/ at load and must leave this one as it is.
+USERS_PICTURE = "animevideo_example_first_frame.png"
+
+
+def write_users_picture(path):
+    from PIL import Image
+
+    Image.new("RGB", (96, 64), (200, 40, 90)).save(path)
+
+
 @pytest.fixture(scope="session")
 def comfy(tmp_path_factory):
     pytest.importorskip("requests")
@@ -291,10 +308,16 @@ def comfy(tmp_path_factory):
     os.symlink(ROOT, base / "custom_nodes" / PACK_LINK_NAME)
     os.symlink(models_dir, base / "models")
     install_fake_encoders(str(base), models_dir)
+    write_users_picture(str(base / "input" / USERS_PICTURE))
+    users_picture = (USERS_PICTURE, read_bytes(str(base / "input" / USERS_PICTURE)))
 
     server = ComfyServer(comfy_dir, comfy_python, str(base), models_dir, str(work / "server.log"))
     try:
         server.start()
+        server.input_files_at_start = {name: read_bytes(os.path.join(server.input_dir, name))
+                                       for name in sorted(os.listdir(server.input_dir))
+                                       if os.path.isfile(os.path.join(server.input_dir, name))}
+        server.users_picture = users_picture
         yield server
     finally:
         server.stop()

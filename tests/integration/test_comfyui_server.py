@@ -222,21 +222,7 @@ def video_props(comfy, path) -> dict:
 
 
 @pytest.fixture(scope="session")
-def uploaded_examples(comfy):
-    """Every example image, uploaded through POST /upload/image (as the canvas does)."""
-    names = []
-    for path in sorted(glob.glob(os.path.join(EXAMPLES, "*"))):
-        if path.lower().endswith((".png", ".jpg", ".jpeg", ".webp")):
-            answer = comfy.upload_image(path)
-            assert answer["name"] == os.path.basename(path), answer
-            assert os.path.isfile(os.path.join(comfy.input_dir, answer.get("subfolder", ""), answer["name"]))
-            names.append(answer["name"])
-    return names
-
-
-@pytest.fixture(scope="session")
-def object_info(comfy, uploaded_examples):
-    # fetched after the uploads, so LoadImage's combo lists the example images
+def object_info(comfy):
     return comfy.object_info(refresh=True)
 
 
@@ -276,6 +262,23 @@ def test_object_info_lists_every_node(comfy, our_nodes):
         assert entry["category"].startswith(OUR_PREFIX)
     stray = sorted(n for n in info if n.startswith(OUR_PREFIX) and n not in mappings)
     assert not stray, f"/object_info has {OUR_PREFIX}* nodes not in NODE_CLASS_MAPPINGS: {stray}"
+
+
+def test_example_inputs_are_in_input_at_start_and_the_users_file_is_kept(comfy, object_info):
+    """The pack copied its example inputs into input/ while loading (nothing was uploaded), except the one name
+    the user already had a picture under, which is byte for byte the user's."""
+    users_name, users_bytes = comfy.users_picture
+    at_start = comfy.input_files_at_start
+    names = sorted(os.listdir(EXAMPLES))
+    assert users_name in names
+    for name in names:
+        assert name in at_start, f"{name} is not in input/ after the pack loaded"
+        if name == users_name:
+            assert at_start[name] == users_bytes, "the user's picture was replaced by the example input"
+        else:
+            with open(os.path.join(EXAMPLES, name), "rb") as f:
+                assert at_start[name] == f.read(), f"input/{name} differs from example_inputs/{name}"
+    assert set(names) <= set(object_info["LoadImage"]["input"]["required"]["image"][0])
 
 
 def test_shipped_svd_models_are_listed(comfy, object_info):
@@ -372,7 +375,9 @@ def test_ui_workflow_matches_object_info_and_api_copy(path, object_info):
 # ---------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("path", API_FILES, ids=stem)
-def test_api_workflow_runs_and_saves(path, comfy, uploaded_examples):
+def test_api_workflow_runs_and_saves(path, comfy):
+    """Each shipped workflow as queued from a fresh install: nothing is uploaded, the Load Image files are the
+    pack's own copies in input/ (or, for animevideo_example_first_frame.png, the user's picture of that name)."""
     prompt = small_run_prompt(path, **MULTI_SEGMENT.get(stem(path), {}))
     started = time.time()
     result = comfy.run(prompt, timeout=600)
@@ -437,7 +442,7 @@ def sampler_workflow():
     pytest.skip("no shipped API workflow has one of our nodes with a 'steps' input and the SVD loader")
 
 
-def test_interrupt_stops_a_run_and_the_next_prompt_runs(comfy, uploaded_examples):
+def test_interrupt_stops_a_run_and_the_next_prompt_runs(comfy):
     path = sampler_workflow()
     prompt = small_run_prompt(path, steps=INTERRUPT_STEPS)
     sent = {}
@@ -502,7 +507,7 @@ def write_memtest_checkpoint(path):
     assert r.returncode == 0, f"could not write {path}:\n{r.stderr[-3000:]}"
 
 
-def test_free_releases_our_models(comfy, uploaded_examples, record_property):
+def test_free_releases_our_models(comfy, record_property):
     path = sampler_workflow()
     prompt = load(path)
     assert any("ckpt_name" in n["inputs"] for n in prompt.values()), "the sampler workflow has no ckpt_name"
