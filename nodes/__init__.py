@@ -1,5 +1,5 @@
 """ComfyUI nodes (classic NODE_CLASS_MAPPINGS style): one module per capability, thin over ``pipelines``."""
-from . import anisora, comfy_bridge, example_inputs, ganime, guides, interpolate, lineart, lvcd, svd, upscale
+from . import anisora, comfy_bridge, common, example_inputs, ganime, guides, interpolate, lineart, lvcd, svd, upscale
 
 comfy_bridge.register_pack_folders()
 example_inputs.install_example_inputs(comfy_bridge.input_directory())
@@ -9,3 +9,5 @@ NODE_DISPLAY_NAME_MAPPINGS = {}
 for _module in (svd, interpolate, upscale, ganime, lineart, guides, lvcd, anisora):
     NODE_CLASS_MAPPINGS.update(_module.NODE_CLASS_MAPPINGS)
     NODE_DISPLAY_NAME_MAPPINGS.update(_module.NODE_DISPLAY_NAME_MAPPINGS)
+for _cls in NODE_CLASS_MAPPINGS.values():
+    common.guard_inputs(_cls)
