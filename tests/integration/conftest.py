@@ -199,23 +199,26 @@ class ComfyServer:
         ws = websocket.create_connection(f"ws://127.0.0.1:{self.port}/ws?clientId={client_id}", timeout=10)
         return client_id, ws
 
-    def queue(self, prompt, client_id):
+    def queue(self, prompt, client_id, extra_data=None):
         # core's full-size text / CLIP-vision encoders -> the test-only stand-ins (a no-op for other prompts)
         prompt = fake_encoders_swap().swap_core_encoders(prompt)
-        r = self.post("/prompt", {"prompt": prompt, "client_id": client_id})
+        body = {"prompt": prompt, "client_id": client_id}
+        if extra_data:
+            body["extra_data"] = extra_data  # e.g. the frontend's per-prompt "preview_method"
+        r = self.post("/prompt", body)
         assert r.status_code == 200, f"POST /prompt answered {r.status_code}: {r.text[:4000]}"
         body = r.json()
         assert not body.get("node_errors"), f"node_errors: {body['node_errors']}"
         return body["prompt_id"]
 
-    def run(self, prompt, timeout=300.0, on_message=None) -> RunResult:
+    def run(self, prompt, timeout=300.0, on_message=None, extra_data=None) -> RunResult:
         """Queue ``prompt`` and follow it on the websocket until the server reports it done.
 
         ``on_message(type, data, prompt_id)`` is called for each of this prompt's text messages.
         """
         client_id, ws = self.connect()
         try:
-            prompt_id = self.queue(prompt, client_id)
+            prompt_id = self.queue(prompt, client_id, extra_data)
             messages = []
             deadline = time.monotonic() + timeout
             while True:

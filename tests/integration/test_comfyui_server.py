@@ -380,7 +380,8 @@ def test_api_workflow_runs_and_saves(path, comfy):
     pack's own copies in input/ (or, for animevideo_example_first_frame.png, the user's picture of that name)."""
     prompt = small_run_prompt(path, **MULTI_SEGMENT.get(stem(path), {}))
     started = time.time()
-    result = comfy.run(prompt, timeout=600)
+    # the server starts with ComfyUI's default preview method 'none'; the frontend's setting comes per prompt
+    result = comfy.run(prompt, timeout=600, extra_data={"preview_method": "auto"})
     assert "execution_success" in result.types, result.describe() + "\n" + comfy.log_tail()
     assert result.status == "success", result.describe()
     assert not result.of_type("execution_error")
@@ -430,6 +431,40 @@ EXPECTED_VIDEO = {
     "anisora_keyframe_inbetween": {"frames": 5, "width": 64, "height": 64},
     "anisora_localized_animation": {"frames": 5, "width": 64, "height": 64},
 }
+
+
+def test_nul_in_a_model_name_is_a_validation_error(comfy):
+    prompt = load(os.path.join(API, "svd_image_to_video.json"))
+    loader = next(i for i, n in prompt.items() if n["class_type"] == "AnimeVideoLoadSVD")
+    prompt[loader]["inputs"]["ckpt_name"] = "svd_xt\x00.safetensors"
+    r = comfy.post("/prompt", {"prompt": prompt})
+    assert r.status_code == 400, r.text[:2000]
+    errors = r.json()["node_errors"][loader]["errors"]
+    assert any(e["details"].startswith("ckpt_name - ckpt_name:") and "NUL" in e["details"] for e in errors), errors
+
+
+def test_nan_frame_rate_is_an_error_naming_the_input(comfy):
+    prompt = fresh_seed(load(os.path.join(API, "anime_interpolate_x2.json")))
+    node = next(i for i, n in prompt.items() if n["class_type"] == "AnimeVideoInterpolate")
+    prompt[node]["inputs"]["source_fps"] = float("nan")  # JSON NaN: ComfyUI's min/max check lets it through
+    result = comfy.run(prompt, timeout=300)
+    errors = result.of_type("execution_error")
+    assert errors, result.describe()
+    assert errors[0]["exception_type"].endswith("AnimeVideoInputError"), errors[0]
+    assert errors[0]["exception_message"].startswith("source_fps: nan"), errors[0]["exception_message"]
+
+
+def test_previews_follow_the_preview_method(comfy):
+    """latent_preview is on in the SVD workflow; ComfyUI's preview method 'none' (its default, or the frontend's
+    setting sent with the prompt) means no preview images, any other method means previews."""
+    path = os.path.join(API, "svd_image_to_video.json")
+    assert any(n["inputs"].get("latent_preview") is True for n in load(path).values())
+    counts = {}
+    for method in ("none", "latent2rgb"):
+        result = comfy.run(small_run_prompt(path), timeout=600, extra_data={"preview_method": method})
+        assert "execution_success" in result.types, result.describe()
+        counts[method] = sum(1 for d in result.of_type("binary") if d["event"] == 1)
+    assert counts["none"] == 0 and counts["latent2rgb"] > 0, counts
 
 
 def sampler_workflow():
