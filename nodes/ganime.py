@@ -17,7 +17,7 @@ from ..pipelines.ganime import tokens as g_tokens
 from ..pipelines.image_ops import comfy_image_to_bchw
 from ..pipelines.model_cache import MODEL_CACHE
 from . import comfy_bridge as bridge
-from ..pipelines import memory
+from ..pipelines import dependencies, memory
 from .common import ModelOnDevice, check_clip_memory, clip_bytes, resolve_model_file, validate_model_inputs
 from .svd import single_image
 
@@ -146,6 +146,7 @@ class AnimeVideoLoadGANime:
                                      lambda: check_kind(transformer_name, "transformer_name", "transformer"))
 
     def load(self, vqgan_name, transformer_name, dtype="auto", keep_on_gpu=False):
+        dependencies.require("GANime")
         return (GANimeHandle(load_ganime_cached(vqgan_name, transformer_name, dtype), keep_on_gpu),)
 
 

@@ -12,7 +12,7 @@ from ..pipelines.model_cache import MODEL_CACHE
 from ..pipelines.svd import decode as svd_decode
 from ..pipelines.svd import loader as svd_loader
 from . import comfy_bridge as bridge
-from ..pipelines import memory
+from ..pipelines import dependencies, memory
 from .common import (ModelOnDevice, check_clip_memory, clip_bytes, input_copy_bytes, resolve_model_file,
                      validate_model_inputs)
 from .svd import CKPT_EXTENSIONS, DTYPES, LONG_VIDEO, resolve_svd_path
@@ -98,9 +98,10 @@ class AnimeVideoLoadLVCD:
     @classmethod
     def VALIDATE_INPUTS(cls, ckpt_name, lvcd_name, dtype="auto"):
         return validate_model_inputs(dtype, DTYPES, lambda: resolve_svd_path(ckpt_name),
-                                     lambda: resolve_lvcd_path(lvcd_name))
+                                     lambda: resolve_lvcd_path(lvcd_name), lambda: dependencies.require("LVCD"))
 
     def load(self, ckpt_name, lvcd_name, dtype="auto", keep_on_gpu=False):
+        dependencies.require("LVCD")
         return (LVCDHandle(load_lvcd_cached(ckpt_name, lvcd_name, dtype), keep_on_gpu),)
 
 

@@ -14,7 +14,7 @@ from ..pipelines.svd import guided as svd_guided
 from ..pipelines.svd import loader as svd_loader
 from ..pipelines.svd import pipeline as svd_pipeline
 from . import comfy_bridge as bridge
-from ..pipelines import memory
+from ..pipelines import dependencies, memory
 from .common import ModelOnDevice, check_clip_memory, clip_bytes, input_copy_bytes, validate_model_inputs
 from .guides import GUIDE, incoming as incoming_guide
 
@@ -96,9 +96,11 @@ class AnimeVideoLoadSVD:
 
     @classmethod
     def VALIDATE_INPUTS(cls, ckpt_name, dtype="auto"):
-        return validate_model_inputs(dtype, DTYPES, lambda: resolve_svd_path(ckpt_name))
+        return validate_model_inputs(dtype, DTYPES, lambda: resolve_svd_path(ckpt_name),
+                                     lambda: dependencies.require("SVD"))
 
     def load(self, ckpt_name, dtype="auto", keep_on_gpu=False):
+        dependencies.require("SVD")
         model = load_svd_cached(ckpt_name, dtype)
         return (SVDHandle(model, keep_on_gpu),)
 

@@ -12,3 +12,8 @@ class AnimeVideoModelError(RuntimeError):
 class AnimeVideoMemoryError(AnimeVideoInputError):
     """A run that would not fit in memory, refused before it starts: the message names the size and what to change
     (an input error: the request is too large, nothing is wrong with the model or the machine)."""
+
+
+class AnimeVideoDependencyError(AnimeVideoModelError):
+    """A package the capability needs is missing or older than it needs: the message names the package, the
+    version found and the version needed."""
