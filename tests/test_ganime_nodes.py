@@ -110,13 +110,13 @@ def test_encode_decode_nodes(handle):
 
 
 def test_the_workflow_graph_runs_with_our_nodes(handle):
-    """workflows/api/ganime_inbetween.json's chain up to core's nodes, with its literal widget values."""
+    """workflows/api/experimental/ganime_inbetween.json's chain up to core's nodes, with its literal widget values."""
     import json
     import os
 
     from pack_paths import ROOT
 
-    with open(os.path.join(ROOT, "workflows", "api", "ganime_inbetween.json")) as f:
+    with open(os.path.join(ROOT, "workflows", "api", "experimental", "ganime_inbetween.json")) as f:
         api = json.load(f)
     load = {k: v for k, v in api["3"]["inputs"].items()}
     model = N.AnimeVideoLoadGANime().load(**load)[0]

@@ -30,8 +30,15 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp")
 FILE_INPUTS = {"LoadImage": "image", "LoadImageMask": "image", "LoadVideo": "file"}
 
 
+# Workflows for methods without public weights (GANime) live in workflows/experimental/ (API copy in
+# workflows/api/experimental/): ComfyUI lists only workflows/*.json as templates, and their stems keep the
+# "experimental/" prefix here so every check below covers them too.
+EXPERIMENTAL = "experimental"
+
+
 def stems(folder):
-    return sorted(os.path.splitext(os.path.basename(p))[0] for p in glob.glob(os.path.join(folder, "*.json")))
+    paths = glob.glob(os.path.join(folder, "*.json")) + glob.glob(os.path.join(folder, EXPERIMENTAL, "*.json"))
+    return sorted(os.path.relpath(p, folder)[:-5].replace(os.sep, "/") for p in paths)
 
 
 UI_STEMS = stems(WORKFLOWS)
@@ -119,6 +126,13 @@ def is_link(value) -> bool:
 
 def test_workflows_are_shipped():
     assert UI_STEMS, "no workflows/*.json"
+
+
+def test_ganime_is_experimental_and_out_of_the_templates():
+    assert "experimental/ganime_inbetween" in PAIRED
+    assert not os.path.exists(os.path.join(WORKFLOWS, "ganime_inbetween.json"))
+    note = load_ui("experimental/ganime_inbetween")["extra"]["animevideo"]["experimental"]
+    assert "no public weights" in note
 
 
 # ComfyUI (app/custom_node_manager.py) mounts one static route per folder of these names it finds in a pack, all

@@ -48,8 +48,12 @@ MEMTEST_POLL_S = 30.0
 MEMTEST_IDLE_S = 2.0
 MEMTEST_FREE_TRIES = 2
 
-API_FILES = sorted(glob.glob(os.path.join(API, "*.json")))
-UI_FILES = sorted(glob.glob(os.path.join(WORKFLOWS, "*.json")))
+# workflows/*.json are the Templates browser's; workflows/experimental/ (GANime: no public weights) are not
+# listed there but run here like the others.
+TEMPLATE_FILES = sorted(glob.glob(os.path.join(WORKFLOWS, "*.json")))
+EXPERIMENTAL_UI = sorted(glob.glob(os.path.join(WORKFLOWS, "experimental", "*.json")))
+API_FILES = sorted(glob.glob(os.path.join(API, "*.json")) + glob.glob(os.path.join(API, "experimental", "*.json")))
+UI_FILES = TEMPLATE_FILES + EXPERIMENTAL_UI
 
 
 def stem(path):
@@ -62,7 +66,7 @@ def load(path):
 
 
 def api_copy(ui_path):
-    return os.path.join(API, os.path.basename(ui_path))
+    return os.path.join(API, os.path.relpath(ui_path, WORKFLOWS))
 
 
 def is_link(v):
@@ -297,7 +301,8 @@ def test_every_workflow_template_opens(comfy):
 
     pack = os.path.basename(comfy.pack_link)
     listing = comfy.get("/api/workflow_templates")
-    assert sorted(listing.get(pack, [])) == sorted(stem(p) for p in UI_FILES), listing.get(pack)
+    assert sorted(listing.get(pack, [])) == sorted(stem(p) for p in TEMPLATE_FILES), listing.get(pack)
+    assert EXPERIMENTAL_UI and not {stem(p) for p in EXPERIMENTAL_UI} & set(listing[pack])
     for name in listing[pack]:
         r = requests.get(f"{comfy.url}/api/workflow_templates/{pack}/{name}.json", timeout=30)
         assert r.status_code == 200, f"template {name}: GET answered {r.status_code}"
