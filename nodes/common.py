@@ -2,8 +2,14 @@
 validation."""
 from __future__ import annotations
 
+import functools
+import inspect
+import math
 from typing import Callable
 
+import torch
+
+from ..pipelines import memory
 from ..pipelines.checkpoint_io import resolve_in_folders
 from ..pipelines.errors import AnimeVideoInputError, AnimeVideoModelError
 from ..pipelines.model_cache import model_nbytes
@@ -46,6 +52,24 @@ class ModelOnDevice:
         return False
 
 
+def check_clip_memory(what: str, result_bytes: int, working_bytes: int, advice: str):
+    """Refuse, before any work, a node run whose clip (plus its working memory) does not fit the available RAM;
+    the AnimeVideoMemoryError names the size and ``advice`` says what to change."""
+    memory.check_fits(what, result_bytes, working_bytes, bridge.available_ram_bytes(), advice)
+
+
+def clip_bytes(frames: int, height: int, width: int, channels: int = 3) -> int:
+    """An IMAGE batch in float32, as the nodes return it."""
+    return int(frames) * int(height) * int(width) * int(channels) * 4
+
+
+def input_copy_bytes(image) -> int:
+    """The float32 copy a node makes of an IMAGE that is not float32 already (fp16 intermediates)."""
+    if isinstance(image, torch.Tensor) and image.dtype != torch.float32:
+        return image.numel() * 4
+    return 0
+
+
 def validate_model_inputs(dtype: str, dtypes, *checks: Callable[[], object]):
     """For VALIDATE_INPUTS: True, or the message of the first failing check (dtype first)."""
     if dtype not in dtypes:
@@ -56,3 +80,92 @@ def validate_model_inputs(dtype: str, dtypes, *checks: Callable[[], object]):
         except (AnimeVideoModelError, AnimeVideoInputError) as e:
             return str(e)
     return True
+
+
+# ---------------------------------------------------------------------------------------------
+# Input checks every node gets (installed once over NODE_CLASS_MAPPINGS in nodes/__init__.py)
+# ---------------------------------------------------------------------------------------------
+
+# ComfyUI checks a FLOAT widget against min/max, which NaN passes (every comparison with it is false), and the API
+# can send any tensor down an IMAGE/MASK wire; these checks turn such values into errors that name the input.
+CHECKED_TYPES = ("FLOAT", "IMAGE", "MASK")
+
+
+def check_float(name: str, value, opts: dict):
+    if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
+        return
+    if not math.isfinite(value):
+        span = ""
+        if "min" in opts and "max" in opts:
+            span = f" from {opts['min']:g} to {opts['max']:g}"
+        raise AnimeVideoInputError(f"{name}: {value!r} is not a finite number; give a number{span}.")
+
+
+def check_image(name: str, value):
+    if not isinstance(value, torch.Tensor):
+        raise AnimeVideoInputError(f"{name}: expected an IMAGE tensor [frames, height, width, channels], got "
+                                   f"{type(value).__name__}.")
+    if value.ndim != 4 or value.shape[-1] not in (1, 3, 4):
+        raise AnimeVideoInputError(f"{name}: expected an IMAGE [frames, height, width, channels] with 1, 3 or 4 "
+                                   f"channels, got shape {tuple(value.shape)}.")
+    if value.shape[0] < 1 or value.shape[1] < 1 or value.shape[2] < 1:
+        raise AnimeVideoInputError(f"{name}: the IMAGE {tuple(value.shape)} is empty; give at least one frame of "
+                                   "at least 1x1 px.")
+    if not value.is_floating_point():
+        raise AnimeVideoInputError(f"{name}: got {value.dtype} values; an IMAGE holds floats in 0..1 (float32, "
+                                   "float16 or bfloat16).")
+
+
+def check_mask(name: str, value):
+    if not isinstance(value, torch.Tensor):
+        raise AnimeVideoInputError(f"{name}: expected a MASK tensor [frames, height, width] or [height, width], "
+                                   f"got {type(value).__name__}.")
+    if value.ndim not in (2, 3) or value.numel() == 0:
+        raise AnimeVideoInputError(f"{name}: expected a non-empty MASK [frames, height, width] or [height, width], "
+                                   f"got shape {tuple(value.shape)}.")
+    if not value.is_floating_point():
+        raise AnimeVideoInputError(f"{name}: got {value.dtype} values; a MASK holds floats in 0..1.")
+
+
+def _checked_specs(cls) -> dict:
+    types_ = cls.INPUT_TYPES()
+    out = {}
+    for section in ("required", "optional"):
+        for name, spec in types_.get(section, {}).items():
+            if isinstance(spec[0], str) and spec[0] in CHECKED_TYPES:
+                out[name] = (spec[0], spec[1] if len(spec) > 1 else {})
+    return out
+
+
+def check_inputs(specs: dict, values: dict):
+    for name, (kind, opts) in specs.items():
+        if name not in values or values[name] is None:
+            continue
+        if kind == "FLOAT":
+            check_float(name, values[name], opts)
+        elif kind == "IMAGE":
+            check_image(name, values[name])
+        else:
+            check_mask(name, values[name])
+
+
+def guard_inputs(cls):
+    """Wrap ``cls``'s FUNCTION so its FLOAT, IMAGE and MASK inputs are checked (finite numbers; tensors of the
+    right rank, not empty, floating point in any precision) before the node runs."""
+    method = getattr(cls, cls.FUNCTION)
+    if getattr(method, "_animevideo_guarded", False):
+        return cls
+    signature = inspect.signature(method)
+    specs = []  # filled on the first call: INPUT_TYPES lists model folders, not needed at import
+
+    @functools.wraps(method)
+    def run(self, *args, **kwargs):
+        if not specs:
+            specs.append(_checked_specs(cls))
+        bound = signature.bind_partial(self, *args, **kwargs)
+        check_inputs(specs[0], bound.arguments)
+        return method(self, *args, **kwargs)
+
+    run._animevideo_guarded = True
+    setattr(cls, cls.FUNCTION, run)
+    return cls

@@ -10,12 +10,14 @@ from ..pipelines.lineart import extract as la_extract
 from ..pipelines.lineart import loader as la_loader
 from ..pipelines.model_cache import MODEL_CACHE
 from . import comfy_bridge as bridge
-from .common import ModelOnDevice, resolve_model_file
+from ..pipelines import memory
+from .common import ModelOnDevice, check_clip_memory, clip_bytes, input_copy_bytes, resolve_model_file
 
 FOLDER = la_loader.FOLDER
 CATEGORY = "AnimeVideo/LVCD"
 MODES = ("extract", "already lineart")
 POLARITIES = list(la_extract.POLARITIES)
+MEMORY_ADVICE = "Convert fewer frames at once " + memory.CHUNK_ADVICE + "."
 
 
 def lineart_names() -> list[str]:
@@ -91,6 +93,9 @@ class AnimeVideoLineart:
     def run(self, image, model_name, mode="extract", polarity="auto", chunk_size=8):
         if mode not in MODES:
             raise AnimeVideoInputError(f"mode: '{mode}' is not one of {', '.join(MODES)}.")
+        n, h, w = (int(d) for d in image.shape[:3])
+        check_clip_memory(f"lineart for {n} frames of {w}x{h}", clip_bytes(n, h, w),
+                          clip_bytes(n, h, w) + input_copy_bytes(image), MEMORY_ADVICE)
         if mode == "already lineart":
             return (la_extract.to_hint(image, polarity),)
         model = load_lineart_cached(model_name)

@@ -14,7 +14,8 @@ from ..pipelines.svd import guided as svd_guided
 from ..pipelines.svd import loader as svd_loader
 from ..pipelines.svd import pipeline as svd_pipeline
 from . import comfy_bridge as bridge
-from .common import ModelOnDevice, validate_model_inputs
+from ..pipelines import dependencies, memory
+from .common import ModelOnDevice, check_clip_memory, clip_bytes, input_copy_bytes, validate_model_inputs
 from .guides import GUIDE, incoming as incoming_guide
 
 SVD_MODEL = "ANIMEVIDEO_SVD"
@@ -22,6 +23,8 @@ LONG_VIDEO = "ANIMEVIDEO_LONG_VIDEO"  # from AnimeVideo Long Video Options (node
 CKPT_EXTENSIONS = (".safetensors", ".sft", ".ckpt")
 DTYPES = ["auto", "fp32", "fp16", "bf16"]
 CATEGORY = "AnimeVideo/SVD"
+MEMORY_ADVICE = ("Lower num_frames or width/height, or make the clip in parts " + memory.CHUNK_ADVICE +
+                 " (long_video bounds the sampling memory, not the finished clip's).")
 
 EXPECTED_SVD = (
     "Expected an SVD checkpoint in models/checkpoints: svd_xt.safetensors, svd.safetensors or "
@@ -93,9 +96,11 @@ class AnimeVideoLoadSVD:
 
     @classmethod
     def VALIDATE_INPUTS(cls, ckpt_name, dtype="auto"):
-        return validate_model_inputs(dtype, DTYPES, lambda: resolve_svd_path(ckpt_name))
+        return validate_model_inputs(dtype, DTYPES, lambda: resolve_svd_path(ckpt_name),
+                                     lambda: dependencies.require("SVD"))
 
     def load(self, ckpt_name, dtype="auto", keep_on_gpu=False):
+        dependencies.require("SVD")
         model = load_svd_cached(ckpt_name, dtype)
         return (SVDHandle(model, keep_on_gpu),)
 
@@ -159,7 +164,8 @@ class AnimeVideoSVDSampler:
                                      "spatial tiles of this many px (seams blended); 0 decodes whole frames. Use for "
                                      "large frames that run out of memory."}),
                 "latent_preview": ("BOOLEAN", {"default": True, "tooltip": "Show a rough preview of the middle "
-                                   "frame on the node at every step."}),
+                                   "frame on the node at every step (when ComfyUI's preview method is not "
+                                   "'none')."}),
                 "guide": (GUIDE, {"tooltip": "Keyframes at any frame and/or a motion mask (AnimeVideo Keyframe "
                           "Guide, Motion Mask Guide), applied training-free: at every step the guided frames "
                           "and the mask's still region are pulled to the guide. The image input stays the "
@@ -186,6 +192,10 @@ class AnimeVideoSVDSampler:
                guide=None, long_video=None):
         handle = svd_model
         model = handle.model
+        # the decoded clip, the decoder's copy of it, the latents
+        check_clip_memory(f"the SVD clip ({int(num_frames)} frames of {int(width)}x{int(height)})",
+                          clip_bytes(num_frames, height, width),
+                          clip_bytes(num_frames, height, width) + input_copy_bytes(image), MEMORY_ADVICE)
         x = fit_image(single_image(image), int(width), int(height), fit)
         req = svd_pipeline.SVDRequest(
             num_frames=int(num_frames), fps=float(fps), motion_bucket_id=float(motion_bucket_id),
@@ -195,6 +205,7 @@ class AnimeVideoSVDSampler:
         )
         if long_video is not None:
             return self._sample_long(handle, x, req, fit, latent_preview, guide, long_video)
+        latent_preview = latent_preview and bridge.previews_enabled()
         decode_chunks = -(-req.num_frames // max(1, req.decode_chunk_size))
         progress = bridge.Progress(req.steps + decode_chunks, desc="SVD")
         mid = req.num_frames // 2
@@ -226,6 +237,7 @@ class AnimeVideoSVDSampler:
         from ..pipelines.long_video import svd_long
 
         model = handle.model
+        latent_preview = latent_preview and bridge.previews_enabled()
         svd_pipeline.check_request(model, x, req)
         passes = svd_long.num_passes(req.num_frames, long_video.validate())
         sampling = passes * req.steps

@@ -5,18 +5,21 @@ spandrel, frame by frame in chunks with the output written into one preallocated
 """
 from __future__ import annotations
 
+from ..pipelines import memory
 from ..pipelines.checkpoint_io import FileIdentity
 from ..pipelines.errors import AnimeVideoInputError
 from ..pipelines.model_cache import MODEL_CACHE
 from ..pipelines.upscale import loader as up_loader
 from ..pipelines.upscale import stream as up_stream
 from . import comfy_bridge as bridge
-from .common import ModelOnDevice, resolve_model_file, validate_model_inputs
+from .common import ModelOnDevice, check_clip_memory, resolve_model_file, validate_model_inputs
 
 UPSCALER = "ANIMEVIDEO_UPSCALER"
 FOLDER = "upscale_models"
 CATEGORY = "AnimeVideo/Upscale"
 DTYPES = list(up_loader.DTYPES)
+MEMORY_ADVICE = ("Lower output_scale or input_rescaling, set tile_size (e.g. 256) to bound the working memory, or "
+                 "upscale fewer frames at once " + memory.CHUNK_ADVICE + ".")
 
 
 def upscaler_names() -> list[str]:
@@ -128,11 +131,21 @@ class AnimeVideoUpscale:
                                        tile_overlap=int(tile_overlap), input_rescaling=float(input_rescaling),
                                        output_scale=float(output_scale), out_device="cpu")
         up_stream.check_options(opts)
-        n = int(frames.shape[0]) if hasattr(frames, "shape") and len(frames.shape) else 0
+        n, h, w = (int(d) for d in frames.shape[:3])
+        device = bridge.torch_device()
+        plan = up_stream.plan_clip(upscaler.upscaler, n, h, w, opts)
+        opts, result, working = up_stream.fit_to_memory(upscaler.upscaler, plan, opts, device,
+                                                        bridge.available_ram_bytes(), frames.dtype)
+        if opts.tile_size and not tile_size:
+            bridge.log.info("AnimeVideo Upscale: %dx%d px frames in tiles of %d px to fit the RAM", w, h,
+                            opts.tile_size)
+        what = f"upscaling {n} frame(s) of {w}x{h} to {plan.out_hw[1]}x{plan.out_hw[0]}"
+        check_clip_memory(what, result, working, MEMORY_ADVICE)
         progress = bridge.Progress(max(1, n), desc="Upscale")
         try:
-            with ModelOnDevice(upscaler.upscaler, upscaler.keep_on_gpu) as model:
-                out = up_stream.upscale_frames(model, frames, opts, device=bridge.torch_device(),
+            with memory.allocation_guard(what, result + working, MEMORY_ADVICE), \
+                    ModelOnDevice(upscaler.upscaler, upscaler.keep_on_gpu) as model:
+                out = up_stream.upscale_frames(model, frames, opts, device=device,
                                                on_frame=lambda done, total: progress.set(done),
                                                check_interrupt=bridge.check_interrupt)
         finally:

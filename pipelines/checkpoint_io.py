@@ -28,6 +28,10 @@ def resolve_in_folders(name: str, folders: Iterable[str], input_name: str = "ckp
     folders = [f for f in folders if f]
     if not isinstance(name, str) or not name.strip():
         raise AnimeVideoInputError(f"{input_name}: no model name given.")
+    if any(ord(c) < 32 or ord(c) == 127 for c in name):  # NUL and other control characters (possible via the API)
+        raise AnimeVideoInputError(
+            f"{input_name}: {name!r} contains control characters (e.g. NUL), which no file name has; pick a file "
+            "from the list.")
     norm = name.replace("\\", "/")
     parts = [p for p in norm.split("/") if p not in ("", ".")]
     if os.path.isabs(name) or norm.startswith("/") or ".." in parts or (len(name) > 1 and name[1] == ":"):

@@ -13,6 +13,7 @@ import types
 import torch
 import torch.nn.functional as F
 
+from .. import dependencies
 from ..checkpoint_io import (SAFETENSORS_EXTENSIONS, damaged_file_message, own_module_tensors, owned_tensor,
                              read_state_dict)
 from ..errors import AnimeVideoModelError
@@ -297,6 +298,7 @@ def load_anisora(transformer_path: str, vae_path: str | None, dtype_name: str = 
                  device: torch.device | str = "cpu") -> AniSoraModel:
     """Detect the backbone and load it (Wan here, CogVideoX through ``cogvideox.load_cogvideox``)."""
     backbone = detect_backbone(transformer_path)
+    dependencies.require("AniSora V2/V3 (Wan2.1)" if backbone == "wan" else "AniSora V1 (CogVideoX)")
     if backbone == "wan":
         return load_wan(transformer_path, vae_path, dtype_name, device)
     mod, err = _cogvideox_module()

@@ -5,7 +5,8 @@ environment has ComfyUI's and this pack's requirements) are set; otherwise every
 ``shared/tools/comfyui-harness.sh setup`` makes such a pair and ``... env`` prints the exports.
 
 The session fixture ``comfy`` builds a throwaway ``--base-directory`` (custom_nodes/ holding a symlink
-to this checkout, models/ with tiny random-weight models from scripts/make_tiny_models.py, input/,
+to this checkout, models/ with tiny random-weight models from scripts/make_tiny_models.py, input/ (holding one
+picture of the 'user' under an example input's name),
 output/, user/), starts ``main.py --cpu`` on a free loopback port, waits for /system_stats and stops
 the server at the end of the session, also when a test or the start itself fails.
 """
@@ -88,6 +89,11 @@ def pytest_terminal_summary(terminalreporter):
         terminalreporter.write_line(
             f"real-ComfyUI integration tests ({comfy_dir or 'no ComfyUI'}): {_outcomes['passed']} passed, "
             f"{_outcomes['failed']} failed, {_outcomes['errors']} errors, {_outcomes['skipped']} skipped")
+
+
+def read_bytes(path) -> bytes:
+    with open(path, "rb") as f:
+        return f.read()
 
 
 def free_port() -> int:
@@ -236,10 +242,13 @@ class ComfyServer:
         ws = websocket.create_connection(f"ws://127.0.0.1:{self.port}/ws?clientId={client_id}", timeout=10)
         return client_id, ws
 
-    def queue(self, prompt, client_id):
+    def queue(self, prompt, client_id, extra_data=None):
         # core's full-size text / CLIP-vision encoders -> the test-only stand-ins (a no-op for other prompts)
         prompt = fake_encoders_swap().swap_core_encoders(prompt)
-        r = self.post("/prompt", {"prompt": prompt, "client_id": client_id})
+        payload = {"prompt": prompt, "client_id": client_id}
+        if extra_data:
+            payload["extra_data"] = extra_data  # e.g. the frontend's per-prompt "preview_method"
+        r = self.post("/prompt", payload)
         try:
             body = r.json()
         except ValueError:
@@ -248,14 +257,14 @@ class ComfyServer:
             reporting().describe_prompt_rejection(r.status_code, body)
         return body["prompt_id"]
 
-    def run(self, prompt, timeout=300.0, on_message=None) -> RunResult:
+    def run(self, prompt, timeout=300.0, on_message=None, extra_data=None) -> RunResult:
         """Queue ``prompt`` and follow it on the websocket until the server reports it done.
 
         ``on_message(type, data, prompt_id)`` is called for each of this prompt's text messages.
         """
         client_id, ws = self.connect()
         try:
-            prompt_id = self.queue(prompt, client_id)
+            prompt_id = self.queue(prompt, client_id, extra_data)
             messages = []
             deadline = time.monotonic() + timeout
             while True:
@@ -324,6 +333,17 @@ def install_fake_encoders(base_dir, models_dir):
     fake_encoders_swap().install(base_dir, models_dir)
 
 
+# A picture of the user's own under the name of one of the pack's example inputs, in input/ before the server
+# starts: the pack copies its example inputs into input/ at load and must leave this one as it is.
+USERS_PICTURE = "animevideo_example_first_frame.png"
+
+
+def write_users_picture(path):
+    from PIL import Image
+
+    Image.new("RGB", (96, 64), (200, 40, 90)).save(path)
+
+
 @pytest.fixture(scope="session")
 def comfy(tmp_path_factory):
     pytest.importorskip("requests")
@@ -345,11 +365,17 @@ def comfy(tmp_path_factory):
     os.symlink(ROOT, base / "custom_nodes" / PACK_LINK_NAME)
     os.symlink(models_dir, base / "models")
     install_fake_encoders(str(base), models_dir)
+    write_users_picture(str(base / "input" / USERS_PICTURE))
+    users_picture = (USERS_PICTURE, read_bytes(str(base / "input" / USERS_PICTURE)))
 
     server = ComfyServer(comfy_dir, comfy_python, str(base), models_dir, str(work / "server.log"))
     try:
         _running_servers.append(server)
         server.start()
+        server.input_files_at_start = {name: read_bytes(os.path.join(server.input_dir, name))
+                                       for name in sorted(os.listdir(server.input_dir))
+                                       if os.path.isfile(os.path.join(server.input_dir, name))}
+        server.users_picture = users_picture
         yield server
     finally:
         server.stop()
