@@ -12,7 +12,7 @@ from ..pipelines.model_cache import MODEL_CACHE
 from ..pipelines.svd import decode as svd_decode
 from ..pipelines.svd import loader as svd_loader
 from . import comfy_bridge as bridge
-from .common import ModelOnDevice, resolve_model_file, validate_model_inputs
+from .common import DOWNLOAD_DEFAULT, DOWNLOAD_INPUT, ModelOnDevice, resolve_model_file, validate_model_inputs
 from .svd import CKPT_EXTENSIONS, DTYPES, LONG_VIDEO, resolve_svd_path
 
 LVCD_MODEL = "ANIMEVIDEO_LVCD"
@@ -37,17 +37,17 @@ def lvcd_names() -> list[str]:
     return bridge.list_files(LVCD_FOLDER, LVCD_EXTENSIONS)
 
 
-def resolve_lvcd_path(lvcd_name: str) -> str:
+def resolve_lvcd_path(lvcd_name: str, download_if_missing: bool = False, fetch: bool = True) -> str | None:
     return resolve_model_file(lvcd_name, LVCD_FOLDER, "lvcd_name", lambda: (
         f"lvcd_name: '{lvcd_name}' was not found in models/lvcd ({bridge.models_dir_hint(LVCD_FOLDER)}). "
-        f"{EXPECTED_LVCD}"))
+        f"{EXPECTED_LVCD}"), download_if_missing, fetch)
 
 
-def load_lvcd_cached(ckpt_name: str, lvcd_name: str, dtype_name: str):
+def load_lvcd_cached(ckpt_name: str, lvcd_name: str, dtype_name: str, download_if_missing: bool = False):
     from ..pipelines.lvcd.loader import load_lvcd
 
-    svd_path = resolve_svd_path(ckpt_name)
-    lvcd_path = resolve_lvcd_path(lvcd_name)
+    svd_path = resolve_svd_path(ckpt_name, download_if_missing)
+    lvcd_path = resolve_lvcd_path(lvcd_name, download_if_missing)
     dtype = svd_loader.resolve_dtype(dtype_name, bridge.torch_device())
     key = ("lvcd", FileIdentity.of(svd_path), FileIdentity.of(lvcd_path), str(dtype))
     return MODEL_CACHE.get_or_load(key, lambda: load_lvcd(svd_path, lvcd_path, dtype).to(bridge.offload_device()))
@@ -82,6 +82,7 @@ class AnimeVideoLoadLVCD:
             "optional": {
                 "keep_on_gpu": ("BOOLEAN", {"default": False, "tooltip": "Keep the model on the GPU between runs "
                                             "(faster re-runs, holds VRAM). Off: it waits on the CPU."}),
+                "download_if_missing": DOWNLOAD_INPUT,
             },
         }
 
@@ -92,12 +93,13 @@ class AnimeVideoLoadLVCD:
     CATEGORY = CATEGORY
 
     @classmethod
-    def VALIDATE_INPUTS(cls, ckpt_name, lvcd_name, dtype="auto"):
-        return validate_model_inputs(dtype, DTYPES, lambda: resolve_svd_path(ckpt_name),
-                                     lambda: resolve_lvcd_path(lvcd_name))
+    def VALIDATE_INPUTS(cls, ckpt_name, lvcd_name, dtype="auto", download_if_missing=DOWNLOAD_DEFAULT):
+        return validate_model_inputs(dtype, DTYPES,
+                                     lambda: resolve_svd_path(ckpt_name, download_if_missing, fetch=False),
+                                     lambda: resolve_lvcd_path(lvcd_name, download_if_missing, fetch=False))
 
-    def load(self, ckpt_name, lvcd_name, dtype="auto", keep_on_gpu=False):
-        return (LVCDHandle(load_lvcd_cached(ckpt_name, lvcd_name, dtype), keep_on_gpu),)
+    def load(self, ckpt_name, lvcd_name, dtype="auto", keep_on_gpu=False, download_if_missing=DOWNLOAD_DEFAULT):
+        return (LVCDHandle(load_lvcd_cached(ckpt_name, lvcd_name, dtype, download_if_missing), keep_on_gpu),)
 
 
 class AnimeVideoLongVideoOptions:

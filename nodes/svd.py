@@ -14,7 +14,8 @@ from ..pipelines.svd import guided as svd_guided
 from ..pipelines.svd import loader as svd_loader
 from ..pipelines.svd import pipeline as svd_pipeline
 from . import comfy_bridge as bridge
-from .common import ModelOnDevice, validate_model_inputs
+from .common import (DOWNLOAD_DEFAULT, DOWNLOAD_INPUT, ModelOnDevice, can_fetch, explain_missing, fetch_model,
+                     validate_model_inputs)
 from .guides import GUIDE, incoming as incoming_guide
 
 SVD_MODEL = "ANIMEVIDEO_SVD"
@@ -37,7 +38,9 @@ def svd_model_names() -> list[str]:
     return files + folders
 
 
-def resolve_svd_path(ckpt_name: str) -> str:
+def resolve_svd_path(ckpt_name: str, download_if_missing: bool = False, fetch: bool = True) -> str | None:
+    """A file in models/checkpoints or a folder in models/diffusers; a missing pinned file is downloaded into
+    models/checkpoints when ``download_if_missing`` (``fetch`` False: only say whether it could be)."""
     try:
         return resolve_in_folders(ckpt_name, bridge.model_folders("checkpoints"), "ckpt_name")
     except FileNotFoundError:
@@ -48,7 +51,10 @@ def resolve_svd_path(ckpt_name: str) -> str:
             return path
     except FileNotFoundError:
         pass
-    raise AnimeVideoModelError(missing_model_message(ckpt_name))
+    if can_fetch("checkpoints", ckpt_name, download_if_missing):
+        return fetch_model("checkpoints", ckpt_name) if fetch else None
+    raise AnimeVideoModelError(explain_missing(missing_model_message(ckpt_name), "checkpoints", ckpt_name,
+                                               download_if_missing))
 
 
 def missing_model_message(ckpt_name: str) -> str:
@@ -58,8 +64,8 @@ def missing_model_message(ckpt_name: str) -> str:
     )
 
 
-def load_svd_cached(ckpt_name: str, dtype_name: str) -> svd_loader.SVDModel:
-    path = resolve_svd_path(ckpt_name)
+def load_svd_cached(ckpt_name: str, dtype_name: str, download_if_missing: bool = False) -> svd_loader.SVDModel:
+    path = resolve_svd_path(ckpt_name, download_if_missing)
     dtype = svd_loader.resolve_dtype(dtype_name, bridge.torch_device())
     key = ("svd", FileIdentity.of(path), str(dtype))
     return MODEL_CACHE.get_or_load(key, lambda: svd_loader.load_svd(path, dtype).to(bridge.offload_device()))
@@ -82,6 +88,7 @@ class AnimeVideoLoadSVD:
             "optional": {
                 "keep_on_gpu": ("BOOLEAN", {"default": False, "tooltip": "Keep the model on the GPU between runs "
                                             "(faster re-runs, holds VRAM). Off: it waits on the CPU."}),
+                "download_if_missing": DOWNLOAD_INPUT,
             },
         }
 
@@ -92,11 +99,12 @@ class AnimeVideoLoadSVD:
     CATEGORY = CATEGORY
 
     @classmethod
-    def VALIDATE_INPUTS(cls, ckpt_name, dtype="auto"):
-        return validate_model_inputs(dtype, DTYPES, lambda: resolve_svd_path(ckpt_name))
+    def VALIDATE_INPUTS(cls, ckpt_name, dtype="auto", download_if_missing=DOWNLOAD_DEFAULT):
+        return validate_model_inputs(dtype, DTYPES,
+                                     lambda: resolve_svd_path(ckpt_name, download_if_missing, fetch=False))
 
-    def load(self, ckpt_name, dtype="auto", keep_on_gpu=False):
-        model = load_svd_cached(ckpt_name, dtype)
+    def load(self, ckpt_name, dtype="auto", keep_on_gpu=False, download_if_missing=DOWNLOAD_DEFAULT):
+        model = load_svd_cached(ckpt_name, dtype, download_if_missing)
         return (SVDHandle(model, keep_on_gpu),)
 
 
