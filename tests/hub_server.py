@@ -5,8 +5,8 @@ It answers what ``huggingface_hub`` asks when it fetches one file (``get_hf_file
 sha256, as the Hub sends for LFS files), ``X-Linked-Size``, ``Content-Length`` and ``Range: bytes=N-`` resumes
 (206 + ``Content-Range``); 401 + ``X-Error-Code: GatedRepo`` for a gated file asked for without a token; 404 +
 ``X-Error-Code: EntryNotFound`` for anything else. Knobs for the failure cases: ``drop_after`` (close the
-connection after that many body bytes of the next GET), ``refuse_gets`` (close every GET without an answer) and
-``etag_override`` (advertise another sha256 than the bytes served).
+connection after that many body bytes of the next GET), ``refuse_gets`` (close every GET without an answer),
+``etag_override`` (advertise another sha256 than the bytes served) and ``delay_per_mb`` (a slow link).
 """
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import hashlib
 import re
 import socket
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
@@ -26,7 +27,9 @@ class HubFiles:
         self.requests: list[tuple[str, str, str | None, str | None]] = []  # method, path, Range, Authorization
         self.drop_after: int | None = None
         self.refuse_gets = False
+        self.down = False  # close every request without an answer (also on kept-alive connections)
         self.etag_override: str | None = None
+        self.delay_per_mb = 0.0  # seconds to wait after each MiB of body (a slow link, for Cancel tests)
         self.lock = threading.Lock()
 
     def add(self, repo_id: str, revision: str, filename: str, data: bytes, gated: bool = False):
@@ -56,7 +59,7 @@ class _Handler(BaseHTTPRequestHandler):
         hub = self.hub
         with hub.lock:
             hub.requests.append((self.command, self.path, self.headers.get("Range"), self.headers.get("Authorization")))
-        if self.command == "GET" and hub.refuse_gets:
+        if hub.down or (self.command == "GET" and hub.refuse_gets):
             self.close_connection = True
             self.connection.shutdown(socket.SHUT_RDWR)
             return
@@ -105,7 +108,12 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             self.connection.shutdown(socket.SHUT_RDWR)
             return
-        self.wfile.write(body)
+        step = 1 << 20
+        for i in range(0, len(body), step):
+            self.wfile.write(body[i:i + step])
+            if hub.delay_per_mb:
+                self.wfile.flush()
+                time.sleep(hub.delay_per_mb)
 
     def do_HEAD(self):
         self._answer(with_body=False)
