@@ -17,7 +17,7 @@ from ..pipelines.guides import Guide
 from ..pipelines.image_ops import FIT_MODES
 from ..pipelines.model_cache import MODEL_CACHE, model_nbytes
 from . import comfy_bridge as bridge
-from .common import DOWNLOAD_DEFAULT, DOWNLOAD_INPUT, resolve_model_file, validate_model_inputs
+from .common import DOWNLOAD_DEFAULT, DOWNLOAD_INPUT, resolve_model_file, validate_model_inputs, with_fetchable
 from .guides import GUIDE
 
 ANISORA_MODEL = "ANIMEVIDEO_ANISORA"
@@ -43,7 +43,7 @@ def transformer_names() -> list[str]:
 
 
 def vae_names() -> list[str]:
-    return [VAE_FROM_FOLDER] + bridge.list_files("vae", VAE_EXTENSIONS)
+    return [VAE_FROM_FOLDER] + with_fetchable(bridge.list_files("vae", VAE_EXTENSIONS), "vae")
 
 
 def resolve_transformer(name: str) -> str:

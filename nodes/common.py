@@ -32,6 +32,15 @@ def fetchable_entry(kind: str, name: str):
     return entry if entry is not None and (entry.sha256 or entry.size) else None
 
 
+def with_fetchable(names: list[str], kind: str) -> list[str]:
+    """A model list plus the pinned files of ``kind`` that are not there yet, while downloads are allowed: a fresh
+    install's loader offers what it can fetch (picking one downloads it on the first run)."""
+    if model_downloads.downloads_disabled_reason() is not None:
+        return names
+    extra = [n for n in model_downloads.pinned_names(kind) if n not in names and fetchable_entry(kind, n)]
+    return names + extra
+
+
 def download_folder(kind: str) -> str:
     folders = bridge.model_folders(kind)
     if not folders:

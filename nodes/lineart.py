@@ -10,7 +10,7 @@ from ..pipelines.lineart import extract as la_extract
 from ..pipelines.lineart import loader as la_loader
 from ..pipelines.model_cache import MODEL_CACHE
 from . import comfy_bridge as bridge
-from .common import DOWNLOAD_DEFAULT, DOWNLOAD_INPUT, ModelOnDevice, resolve_model_file
+from .common import DOWNLOAD_DEFAULT, DOWNLOAD_INPUT, ModelOnDevice, resolve_model_file, with_fetchable
 
 FOLDER = la_loader.FOLDER
 CATEGORY = "AnimeVideo/LVCD"
@@ -19,7 +19,7 @@ POLARITIES = list(la_extract.POLARITIES)
 
 
 def lineart_names() -> list[str]:
-    return bridge.list_files(FOLDER, la_loader.LINEART_EXTENSIONS)
+    return with_fetchable(bridge.list_files(FOLDER, la_loader.LINEART_EXTENSIONS), FOLDER)
 
 
 def missing_model_message(model_name: str) -> str:

@@ -12,7 +12,8 @@ from ..pipelines.model_cache import MODEL_CACHE
 from ..pipelines.svd import decode as svd_decode
 from ..pipelines.svd import loader as svd_loader
 from . import comfy_bridge as bridge
-from .common import DOWNLOAD_DEFAULT, DOWNLOAD_INPUT, ModelOnDevice, resolve_model_file, validate_model_inputs
+from .common import (DOWNLOAD_DEFAULT, DOWNLOAD_INPUT, ModelOnDevice, resolve_model_file, validate_model_inputs,
+                     with_fetchable)
 from .svd import CKPT_EXTENSIONS, DTYPES, LONG_VIDEO, resolve_svd_path
 
 LVCD_MODEL = "ANIMEVIDEO_LVCD"
@@ -34,7 +35,7 @@ def _default(names: list[str], preferred: str) -> str:
 
 
 def lvcd_names() -> list[str]:
-    return bridge.list_files(LVCD_FOLDER, LVCD_EXTENSIONS)
+    return with_fetchable(bridge.list_files(LVCD_FOLDER, LVCD_EXTENSIONS), LVCD_FOLDER)
 
 
 def resolve_lvcd_path(lvcd_name: str, download_if_missing: bool = False, fetch: bool = True) -> str | None:
@@ -67,7 +68,7 @@ class AnimeVideoLoadLVCD:
 
     @classmethod
     def INPUT_TYPES(cls):
-        ckpts = bridge.list_files("checkpoints", CKPT_EXTENSIONS)
+        ckpts = with_fetchable(bridge.list_files("checkpoints", CKPT_EXTENSIONS), "checkpoints")
         lvcds = lvcd_names()
         return {
             "required": {

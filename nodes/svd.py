@@ -15,7 +15,7 @@ from ..pipelines.svd import loader as svd_loader
 from ..pipelines.svd import pipeline as svd_pipeline
 from . import comfy_bridge as bridge
 from .common import (DOWNLOAD_DEFAULT, DOWNLOAD_INPUT, ModelOnDevice, can_fetch, explain_missing, fetch_model,
-                     validate_model_inputs)
+                     validate_model_inputs, with_fetchable)
 from .guides import GUIDE, incoming as incoming_guide
 
 SVD_MODEL = "ANIMEVIDEO_SVD"
@@ -33,7 +33,7 @@ EXPECTED_SVD = (
 
 
 def svd_model_names() -> list[str]:
-    files = bridge.list_files("checkpoints", CKPT_EXTENSIONS)
+    files = with_fetchable(bridge.list_files("checkpoints", CKPT_EXTENSIONS), "checkpoints")
     folders = bridge.list_dirs("diffusers", svd_loader.is_diffusers_svd_folder)
     return files + folders
 

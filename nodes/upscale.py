@@ -11,7 +11,8 @@ from ..pipelines.model_cache import MODEL_CACHE
 from ..pipelines.upscale import loader as up_loader
 from ..pipelines.upscale import stream as up_stream
 from . import comfy_bridge as bridge
-from .common import DOWNLOAD_DEFAULT, DOWNLOAD_INPUT, ModelOnDevice, resolve_model_file, validate_model_inputs
+from .common import (DOWNLOAD_DEFAULT, DOWNLOAD_INPUT, ModelOnDevice, resolve_model_file, validate_model_inputs,
+                     with_fetchable)
 
 UPSCALER = "ANIMEVIDEO_UPSCALER"
 FOLDER = "upscale_models"
@@ -20,7 +21,7 @@ DTYPES = list(up_loader.DTYPES)
 
 
 def upscaler_names() -> list[str]:
-    return bridge.list_files(FOLDER, up_loader.UPSCALER_EXTENSIONS)
+    return with_fetchable(bridge.list_files(FOLDER, up_loader.UPSCALER_EXTENSIONS), FOLDER)
 
 
 def missing_model_message(model_name: str) -> str:

@@ -152,3 +152,14 @@ def test_the_option_defaults_to_on_and_sits_on_every_loader_that_can_fetch():
     for name in with_option:
         spec = NODE_CLASS_MAPPINGS[name].INPUT_TYPES()["optional"]["download_if_missing"]
         assert spec[0] == "BOOLEAN" and spec[1]["default"] is True
+
+
+def test_a_fresh_install_lists_what_it_can_fetch(hub, monkeypatch):
+    names = Load.INPUT_TYPES()["required"]["model_name"][0]
+    assert names == ["AnimeSR_v2.pth"]  # nothing on disk yet: the pinned upscaler is offered
+    svd_names = svd_nodes.AnimeVideoLoadSVD.INPUT_TYPES()["required"]["ckpt_name"][0]
+    assert {"svd_xt.safetensors", "svd.safetensors", "svd_xt_1_1.safetensors"} <= set(svd_names)
+    lineart = lineart_nodes.AnimeVideoLineart.INPUT_TYPES()["required"]["model_name"]
+    assert lineart[1]["default"] == "sk_model.pth" and "sk_model.pth" in lineart[0]
+    monkeypatch.setenv("ANIMEVIDEO_DOWNLOADS", "0")  # downloads off: only what is on disk
+    assert Load.INPUT_TYPES()["required"]["model_name"][0] == []
