@@ -6,8 +6,9 @@ download streams through ``huggingface_hub`` (``get_hf_file_metadata`` + ``http_
 token, redirects and its own in-call resume after a dropped connection) into
 ``<folder>/.animevideo_downloads/<name>.part``, is checked against the pinned size and sha256, and is then
 moved into place without ever replacing an existing file. The partial file survives a Cancel or a lost
-connection, so the next run resumes it with a Range request. (``hf_hub_download`` itself deletes its partial
-file on any failure since huggingface_hub 1.x, so it cannot resume across runs.)
+connection, so the next run resumes it with a Range request. (``hf_hub_download`` cannot do that here: in
+huggingface_hub 2.4 it downloads to a per-call temporary file that it deletes on any failure, see
+``file_download._download_to_tmp_and_move``.)
 
 Nothing here runs at import: ``huggingface_hub`` is imported when a download starts.
 """
@@ -63,8 +64,16 @@ class PinnedFile:
         return f"{self.size / 1e9:.2f} GB" if self.size else "size not published"
 
 
-# Values from the Hub's LFS pointers (commit diffs and "Git LFS Details" of these files, or of byte-identical
-# copies where the repository's own page was not readable); see the README's "Model downloads" section.
+# Values read from the Hub's LFS pointers ("Git LFS Details" / commit diffs), never guessed:
+#  svd_xt: the repo's blob page (refs/pr/94) and its commit history (file unchanged since f4aeead; 432149c is a
+#    later commit of the repo); svd: the official LFS object name (= sha256) in a CDN link of the repo and an
+#    identical upload (thesudio/SVD) that also gives the size; svd_xt_1_1: weights/stable-video-diffusion-img2vid-
+#    xt-1-1, a duplicate of the official repo (same upload commit e2fe0c4), size not published there;
+#  lvcd-fp16: vdo/lvcd commit 7efc6c6 ("thanks to Kijai", Kijai's file); sk_model(2): Zedge/lllyasviel-Annotators
+#    (lllyasviel's upload ffc2f17) and a controlnet_aux ckpts copy with the size; AnimeSR_v2: the repo's upload
+#    commit 63fe75a; wan_2.1_vae, umt5, clip_vision_h: identical copies of the Comfy-Org files (fofr/comfyui,
+#    calcuis/wan-gguf, ...; sizes from commit diffs), the Comfy-Org files unchanged since before commit 566dac4.
+# Where a revision is "main" no commit could be pinned; the sha256 still pins the bytes.
 PINNED: tuple[PinnedFile, ...] = (
     PinnedFile("checkpoints", "svd_xt.safetensors", "stabilityai/stable-video-diffusion-img2vid-xt",
                "svd_xt.safetensors", "432149c8ff8775073416c9b1dd615b24e1acaddc",
