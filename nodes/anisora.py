@@ -18,7 +18,8 @@ from ..pipelines.image_ops import FIT_MODES
 from ..pipelines.model_cache import MODEL_CACHE, model_nbytes
 from . import comfy_bridge as bridge
 from ..pipelines import memory
-from .common import check_clip_memory, clip_bytes, resolve_model_file, validate_model_inputs
+from .common import (DOWNLOAD_DEFAULT, DOWNLOAD_INPUT, check_clip_memory, clip_bytes, resolve_model_file,
+                     validate_model_inputs, with_fetchable)
 from .guides import GUIDE
 
 ANISORA_MODEL = "ANIMEVIDEO_ANISORA"
@@ -45,7 +46,7 @@ def transformer_names() -> list[str]:
 
 
 def vae_names() -> list[str]:
-    return [VAE_FROM_FOLDER] + bridge.list_files("vae", VAE_EXTENSIONS)
+    return [VAE_FROM_FOLDER] + with_fetchable(bridge.list_files("vae", VAE_EXTENSIONS), "vae")
 
 
 def default_vae(names: list[str]) -> str:
@@ -70,7 +71,7 @@ def resolve_transformer(name: str) -> str:
         f"{EXPECTED}")
 
 
-def resolve_vae(name: str, transformer_path: str) -> str | None:
+def resolve_vae(name: str, transformer_path: str, download_if_missing: bool = False, fetch: bool = True) -> str | None:
     if name in (None, "", VAE_FROM_FOLDER):
         if os.path.isdir(transformer_path):
             return None
@@ -81,12 +82,12 @@ def resolve_vae(name: str, transformer_path: str) -> str | None:
     return resolve_model_file(name, "vae", "vae_name", lambda: (
         f"vae_name: '{name}' was not found in models/vae ({bridge.models_dir_hint('vae')}). Expected the Wan2.1 "
         "VAE (Wan2.1_VAE.pth from IndexTeam/Index-anisora or Wan-AI/Wan2.1-I2V-14B-480P, or "
-        "Comfy-Org's wan_2.1_vae.safetensors)."))
+        "Comfy-Org's wan_2.1_vae.safetensors)."), download_if_missing, fetch)
 
 
-def load_anisora_cached(transformer_name: str, vae_name: str, dtype_name: str):
+def load_anisora_cached(transformer_name: str, vae_name: str, dtype_name: str, download_if_missing: bool = False):
     tpath = resolve_transformer(transformer_name)
-    vpath = resolve_vae(vae_name, tpath)
+    vpath = resolve_vae(vae_name, tpath, download_if_missing)
     device = bridge.torch_device()
     key = ("anisora", FileIdentity.of(tpath), FileIdentity.of(vpath) if vpath else None, dtype_name, device.type)
     return MODEL_CACHE.get_or_load(
@@ -127,6 +128,7 @@ class AnimeVideoLoadAniSora:
                 "keep_on_gpu": ("BOOLEAN", {"default": False, "tooltip": "Keep the model on the GPU between runs "
                                             "(faster re-runs, holds VRAM). Off: idle parts wait on the CPU and "
                                             "only the part at work (VAE or transformer) is on the GPU."}),
+                "download_if_missing": DOWNLOAD_INPUT,
             },
         }
 
@@ -137,13 +139,14 @@ class AnimeVideoLoadAniSora:
     CATEGORY = CATEGORY
 
     @classmethod
-    def VALIDATE_INPUTS(cls, transformer_name, vae_name, dtype="auto"):
+    def VALIDATE_INPUTS(cls, transformer_name, vae_name, dtype="auto", download_if_missing=DOWNLOAD_DEFAULT):
         def check():
-            resolve_vae(vae_name, resolve_transformer(transformer_name))
+            resolve_vae(vae_name, resolve_transformer(transformer_name), download_if_missing, fetch=False)
         return validate_model_inputs(dtype, DTYPES, check)
 
-    def load(self, transformer_name, vae_name, dtype="auto", keep_on_gpu=False):
-        return (AniSoraHandle(load_anisora_cached(transformer_name, vae_name, dtype), bool(keep_on_gpu)),)
+    def load(self, transformer_name, vae_name, dtype="auto", keep_on_gpu=False, download_if_missing=DOWNLOAD_DEFAULT):
+        return (AniSoraHandle(load_anisora_cached(transformer_name, vae_name, dtype, download_if_missing),
+                              bool(keep_on_gpu)),)
 
 
 class AnimeVideoAniSoraPrompt:

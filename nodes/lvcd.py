@@ -13,8 +13,8 @@ from ..pipelines.svd import decode as svd_decode
 from ..pipelines.svd import loader as svd_loader
 from . import comfy_bridge as bridge
 from ..pipelines import dependencies, memory
-from .common import (ModelOnDevice, check_clip_memory, clip_bytes, input_copy_bytes, resolve_model_file,
-                     validate_model_inputs)
+from .common import (DOWNLOAD_DEFAULT, DOWNLOAD_INPUT, ModelOnDevice, check_clip_memory, clip_bytes,
+                     input_copy_bytes, resolve_model_file, validate_model_inputs, with_fetchable)
 from .svd import CKPT_EXTENSIONS, DTYPES, LONG_VIDEO, resolve_svd_path
 
 LVCD_MODEL = "ANIMEVIDEO_LVCD"
@@ -38,20 +38,20 @@ def _default(names: list[str], preferred: str) -> str:
 
 
 def lvcd_names() -> list[str]:
-    return bridge.list_files(LVCD_FOLDER, LVCD_EXTENSIONS)
+    return with_fetchable(bridge.list_files(LVCD_FOLDER, LVCD_EXTENSIONS), LVCD_FOLDER)
 
 
-def resolve_lvcd_path(lvcd_name: str) -> str:
+def resolve_lvcd_path(lvcd_name: str, download_if_missing: bool = False, fetch: bool = True) -> str | None:
     return resolve_model_file(lvcd_name, LVCD_FOLDER, "lvcd_name", lambda: (
         f"lvcd_name: '{lvcd_name}' was not found in models/lvcd ({bridge.models_dir_hint(LVCD_FOLDER)}). "
-        f"{EXPECTED_LVCD}"))
+        f"{EXPECTED_LVCD}"), download_if_missing, fetch)
 
 
-def load_lvcd_cached(ckpt_name: str, lvcd_name: str, dtype_name: str):
+def load_lvcd_cached(ckpt_name: str, lvcd_name: str, dtype_name: str, download_if_missing: bool = False):
     from ..pipelines.lvcd.loader import load_lvcd
 
-    svd_path = resolve_svd_path(ckpt_name)
-    lvcd_path = resolve_lvcd_path(lvcd_name)
+    svd_path = resolve_svd_path(ckpt_name, download_if_missing)
+    lvcd_path = resolve_lvcd_path(lvcd_name, download_if_missing)
     dtype = svd_loader.resolve_dtype(dtype_name, bridge.torch_device())
     key = ("lvcd", FileIdentity.of(svd_path), FileIdentity.of(lvcd_path), str(dtype))
     return MODEL_CACHE.get_or_load(key, lambda: load_lvcd(svd_path, lvcd_path, dtype).to(bridge.offload_device()))
@@ -71,7 +71,7 @@ class AnimeVideoLoadLVCD:
 
     @classmethod
     def INPUT_TYPES(cls):
-        ckpts = bridge.list_files("checkpoints", CKPT_EXTENSIONS)
+        ckpts = with_fetchable(bridge.list_files("checkpoints", CKPT_EXTENSIONS), "checkpoints")
         lvcds = lvcd_names()
         return {
             "required": {
@@ -86,6 +86,7 @@ class AnimeVideoLoadLVCD:
             "optional": {
                 "keep_on_gpu": ("BOOLEAN", {"default": False, "tooltip": "Keep the model on the GPU between runs "
                                             "(faster re-runs, holds VRAM). Off: it waits on the CPU."}),
+                "download_if_missing": DOWNLOAD_INPUT,
             },
         }
 
@@ -96,13 +97,15 @@ class AnimeVideoLoadLVCD:
     CATEGORY = CATEGORY
 
     @classmethod
-    def VALIDATE_INPUTS(cls, ckpt_name, lvcd_name, dtype="auto"):
-        return validate_model_inputs(dtype, DTYPES, lambda: resolve_svd_path(ckpt_name),
-                                     lambda: resolve_lvcd_path(lvcd_name), lambda: dependencies.require("LVCD"))
+    def VALIDATE_INPUTS(cls, ckpt_name, lvcd_name, dtype="auto", download_if_missing=DOWNLOAD_DEFAULT):
+        return validate_model_inputs(dtype, DTYPES,
+                                     lambda: resolve_svd_path(ckpt_name, download_if_missing, fetch=False),
+                                     lambda: resolve_lvcd_path(lvcd_name, download_if_missing, fetch=False),
+                                     lambda: dependencies.require("LVCD"))
 
-    def load(self, ckpt_name, lvcd_name, dtype="auto", keep_on_gpu=False):
+    def load(self, ckpt_name, lvcd_name, dtype="auto", keep_on_gpu=False, download_if_missing=DOWNLOAD_DEFAULT):
         dependencies.require("LVCD")
-        return (LVCDHandle(load_lvcd_cached(ckpt_name, lvcd_name, dtype), keep_on_gpu),)
+        return (LVCDHandle(load_lvcd_cached(ckpt_name, lvcd_name, dtype, download_if_missing), keep_on_gpu),)
 
 
 class AnimeVideoLongVideoOptions:

@@ -15,7 +15,8 @@ from ..pipelines.svd import loader as svd_loader
 from ..pipelines.svd import pipeline as svd_pipeline
 from . import comfy_bridge as bridge
 from ..pipelines import dependencies, memory
-from .common import ModelOnDevice, check_clip_memory, clip_bytes, input_copy_bytes, validate_model_inputs
+from .common import (DOWNLOAD_DEFAULT, DOWNLOAD_INPUT, ModelOnDevice, can_fetch, check_clip_memory, clip_bytes,
+                     explain_missing, fetch_model, input_copy_bytes, validate_model_inputs, with_fetchable)
 from .guides import GUIDE, incoming as incoming_guide
 
 SVD_MODEL = "ANIMEVIDEO_SVD"
@@ -35,12 +36,14 @@ EXPECTED_SVD = (
 
 
 def svd_model_names() -> list[str]:
-    files = bridge.list_files("checkpoints", CKPT_EXTENSIONS)
+    files = with_fetchable(bridge.list_files("checkpoints", CKPT_EXTENSIONS), "checkpoints")
     folders = bridge.list_dirs("diffusers", svd_loader.is_diffusers_svd_folder)
     return files + folders
 
 
-def resolve_svd_path(ckpt_name: str) -> str:
+def resolve_svd_path(ckpt_name: str, download_if_missing: bool = False, fetch: bool = True) -> str | None:
+    """A file in models/checkpoints or a folder in models/diffusers; a missing pinned file is downloaded into
+    models/checkpoints when ``download_if_missing`` (``fetch`` False: only say whether it could be)."""
     try:
         return resolve_in_folders(ckpt_name, bridge.model_folders("checkpoints"), "ckpt_name")
     except FileNotFoundError:
@@ -51,7 +54,10 @@ def resolve_svd_path(ckpt_name: str) -> str:
             return path
     except FileNotFoundError:
         pass
-    raise AnimeVideoModelError(missing_model_message(ckpt_name))
+    if can_fetch("checkpoints", ckpt_name, download_if_missing):
+        return fetch_model("checkpoints", ckpt_name) if fetch else None
+    raise AnimeVideoModelError(explain_missing(missing_model_message(ckpt_name), "checkpoints", ckpt_name,
+                                               download_if_missing))
 
 
 def missing_model_message(ckpt_name: str) -> str:
@@ -61,8 +67,8 @@ def missing_model_message(ckpt_name: str) -> str:
     )
 
 
-def load_svd_cached(ckpt_name: str, dtype_name: str) -> svd_loader.SVDModel:
-    path = resolve_svd_path(ckpt_name)
+def load_svd_cached(ckpt_name: str, dtype_name: str, download_if_missing: bool = False) -> svd_loader.SVDModel:
+    path = resolve_svd_path(ckpt_name, download_if_missing)
     dtype = svd_loader.resolve_dtype(dtype_name, bridge.torch_device())
     key = ("svd", FileIdentity.of(path), str(dtype))
     return MODEL_CACHE.get_or_load(key, lambda: svd_loader.load_svd(path, dtype).to(bridge.offload_device()))
@@ -85,6 +91,7 @@ class AnimeVideoLoadSVD:
             "optional": {
                 "keep_on_gpu": ("BOOLEAN", {"default": False, "tooltip": "Keep the model on the GPU between runs "
                                             "(faster re-runs, holds VRAM). Off: it waits on the CPU."}),
+                "download_if_missing": DOWNLOAD_INPUT,
             },
         }
 
@@ -95,13 +102,14 @@ class AnimeVideoLoadSVD:
     CATEGORY = CATEGORY
 
     @classmethod
-    def VALIDATE_INPUTS(cls, ckpt_name, dtype="auto"):
-        return validate_model_inputs(dtype, DTYPES, lambda: resolve_svd_path(ckpt_name),
+    def VALIDATE_INPUTS(cls, ckpt_name, dtype="auto", download_if_missing=DOWNLOAD_DEFAULT):
+        return validate_model_inputs(dtype, DTYPES,
+                                     lambda: resolve_svd_path(ckpt_name, download_if_missing, fetch=False),
                                      lambda: dependencies.require("SVD"))
 
-    def load(self, ckpt_name, dtype="auto", keep_on_gpu=False):
+    def load(self, ckpt_name, dtype="auto", keep_on_gpu=False, download_if_missing=DOWNLOAD_DEFAULT):
         dependencies.require("SVD")
-        model = load_svd_cached(ckpt_name, dtype)
+        model = load_svd_cached(ckpt_name, dtype, download_if_missing)
         return (SVDHandle(model, keep_on_gpu),)
 
 

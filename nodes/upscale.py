@@ -12,7 +12,8 @@ from ..pipelines.model_cache import MODEL_CACHE
 from ..pipelines.upscale import loader as up_loader
 from ..pipelines.upscale import stream as up_stream
 from . import comfy_bridge as bridge
-from .common import ModelOnDevice, check_clip_memory, resolve_model_file, validate_model_inputs
+from .common import (DOWNLOAD_DEFAULT, DOWNLOAD_INPUT, ModelOnDevice, check_clip_memory, resolve_model_file,
+                     validate_model_inputs, with_fetchable)
 
 UPSCALER = "ANIMEVIDEO_UPSCALER"
 FOLDER = "upscale_models"
@@ -23,7 +24,7 @@ MEMORY_ADVICE = ("Lower output_scale or input_rescaling, set tile_size (e.g. 256
 
 
 def upscaler_names() -> list[str]:
-    return bridge.list_files(FOLDER, up_loader.UPSCALER_EXTENSIONS)
+    return with_fetchable(bridge.list_files(FOLDER, up_loader.UPSCALER_EXTENSIONS), FOLDER)
 
 
 def missing_model_message(model_name: str) -> str:
@@ -31,12 +32,13 @@ def missing_model_message(model_name: str) -> str:
             f"{up_loader.EXPECTED_UPSCALERS}")
 
 
-def resolve_upscaler_path(model_name: str) -> str:
-    return resolve_model_file(model_name, FOLDER, "model_name", lambda: missing_model_message(model_name))
+def resolve_upscaler_path(model_name: str, download_if_missing: bool = False, fetch: bool = True) -> str | None:
+    return resolve_model_file(model_name, FOLDER, "model_name", lambda: missing_model_message(model_name),
+                              download_if_missing, fetch)
 
 
-def load_upscaler_cached(model_name: str, dtype_name: str) -> up_loader.Upscaler:
-    path = resolve_upscaler_path(model_name)
+def load_upscaler_cached(model_name: str, dtype_name: str, download_if_missing: bool = False) -> up_loader.Upscaler:
+    path = resolve_upscaler_path(model_name, download_if_missing)
     device = bridge.torch_device()
     key = ("upscaler", FileIdentity.of(path), dtype_name, device.type)
     return MODEL_CACHE.get_or_load(
@@ -70,6 +72,7 @@ class AnimeVideoLoadUpscaler:
             "optional": {
                 "keep_on_gpu": ("BOOLEAN", {"default": False, "tooltip": "Keep the model on the GPU between runs "
                                             "(faster re-runs, holds VRAM). Off: it waits on the CPU."}),
+                "download_if_missing": DOWNLOAD_INPUT,
             },
         }
 
@@ -80,11 +83,12 @@ class AnimeVideoLoadUpscaler:
     CATEGORY = CATEGORY
 
     @classmethod
-    def VALIDATE_INPUTS(cls, model_name, dtype="auto"):
-        return validate_model_inputs(dtype, DTYPES, lambda: resolve_upscaler_path(model_name))
+    def VALIDATE_INPUTS(cls, model_name, dtype="auto", download_if_missing=DOWNLOAD_DEFAULT):
+        return validate_model_inputs(dtype, DTYPES,
+                                     lambda: resolve_upscaler_path(model_name, download_if_missing, fetch=False))
 
-    def load(self, model_name, dtype="auto", keep_on_gpu=False):
-        return (UpscalerHandle(load_upscaler_cached(model_name, dtype), keep_on_gpu),)
+    def load(self, model_name, dtype="auto", keep_on_gpu=False, download_if_missing=DOWNLOAD_DEFAULT):
+        return (UpscalerHandle(load_upscaler_cached(model_name, dtype, download_if_missing), keep_on_gpu),)
 
 
 class AnimeVideoUpscale:
