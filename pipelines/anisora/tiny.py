@@ -18,14 +18,18 @@ TRANSFORMER_FILE = "diffusion_models/anisora_v3_i2v_14b.safetensors"
 VAE_FILE = "vae/wan_2.1_vae.safetensors"  # the name of Comfy-Org's repackaged Wan2.1 VAE (native names)
 TINY_FILES = (TRANSFORMER_FILE, VAE_FILE)
 
-# The tiny encoders tests/integration/fake_encoders emits embeddings for: these must match.
-TINY_TEXT_DIM = 16
-TINY_IMAGE_DIM = 12
-TINY_HEAD_DIM = 12
+# The tiny encoders tests/integration/fake_encoders emits embeddings for: these must match. Core ComfyUI's
+# model detection (comfy/model_detection.py, Wan 2.1) reads only dim, ffn_dim, layers and in/out channels from
+# the weights and fixes the rest (heads = dim // 128, freq_dim 256, text_dim 4096, CLIP-image width 1280), so
+# the tiny file keeps those real values and is small in heads, layers and ffn only: it then loads in core's
+# Load Diffusion Model as well as in our loader.
+TINY_TEXT_DIM = 4096
+TINY_IMAGE_DIM = 1280
+TINY_HEAD_DIM = 128
 
 TINY_TRANSFORMER_CONFIG = dict(
     patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=TINY_HEAD_DIM, in_channels=36,
-    out_channels=16, text_dim=TINY_TEXT_DIM, freq_dim=16, ffn_dim=32, num_layers=2, cross_attn_norm=True,
+    out_channels=16, text_dim=TINY_TEXT_DIM, freq_dim=256, ffn_dim=32, num_layers=2, cross_attn_norm=True,
     qk_norm="rms_norm_across_heads", eps=1e-6, image_dim=TINY_IMAGE_DIM, added_kv_proj_dim=2 * TINY_HEAD_DIM,
 )
 TINY_VAE_CONFIG = dict(base_dim=4, z_dim=16, dim_mult=[1, 2, 4, 4], num_res_blocks=2, attn_scales=[],

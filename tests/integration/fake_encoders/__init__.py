@@ -15,8 +15,8 @@ import zlib
 import torch
 
 # The tiny AniSora transformer's text_dim / image_dim (pipelines/anisora/tiny.py; a test checks they agree).
-TEXT_DIM = 16
-IMAGE_DIM = 12
+TEXT_DIM = 4096
+IMAGE_DIM = 1280
 IMAGE_TOKENS = 257
 
 
