@@ -77,6 +77,13 @@ def offload_device() -> torch.device:
     return torch.device("cpu")
 
 
+def intermediate_device() -> torch.device:
+    """Where core keeps latents between nodes (its EmptyLatent / WanImageToVideo put them there)."""
+    if IN_COMFYUI:
+        return _mm.intermediate_device()
+    return torch.device("cpu")
+
+
 def make_room(nbytes: int, device: torch.device):
     """Ask ComfyUI to evict its own models so ours fit on ``device``."""
     if IN_COMFYUI and device.type != "cpu":

@@ -184,6 +184,13 @@ def latents_mean_std(vae, device, dtype):
     return mean, std
 
 
+def normalize_latent(lat: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """Raw VAE latent -> the transformer's latent space. Written as core ComfyUI's Wan21 latent format computes
+    it ((x - mean) * 1.0 / std; diffusers multiplies by 1/std, which can differ in the last bit), so a guide
+    latent normalised here and one that core normalises in ``WAN21.concat_cond`` are the same bits."""
+    return (lat - mean) / std
+
+
 def encode_guide(vae, video: torch.Tensor) -> torch.Tensor:
     """[1, 3, F, H, W] in [-1,1] -> normalised guide latent [1, 16, T_lat, h, w] float32 (distribution mode)."""
     dev = next(vae.parameters()).device
@@ -191,7 +198,16 @@ def encode_guide(vae, video: torch.Tensor) -> torch.Tensor:
     with torch.no_grad():
         lat = vae.encode(video.to(dev, vdtype)).latent_dist.mode().float()
     mean, std = latents_mean_std(vae, lat.device, lat.dtype)
-    return (lat - mean) * (1.0 / std)
+    return normalize_latent(lat, mean, std)
+
+
+def guide_pixels(video: torch.Tensor) -> torch.Tensor:
+    """A packed guide video [1, 3, F, H, W] in [-1, 1] (zero where unknown) -> frames [F, H, W, 3] in 0..1
+    (mid-grey where unknown), the IMAGE layout core ComfyUI's VAE encodes. Core maps pixels back with
+    ``p * 2 - 1``, which returns exactly the values of ``video``: for x = 2v - 1 with v a float in [0, 1] (how
+    build_wan_condition makes it), x + 1 and (x + 1) - 1 are exact (x is a multiple of the ulp of x + 1; Sterbenz
+    for the subtraction), and halving/doubling is exact."""
+    return ((video[0] + 1.0) / 2.0).permute(1, 2, 3, 0).contiguous()
 
 
 def decode_latents(vae, latents: torch.Tensor) -> torch.Tensor:

@@ -33,7 +33,7 @@ keyframe's picture there as well; ``info`` says when the conditioning image is n
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -118,10 +118,17 @@ def latent_motion_mask(mask: torch.Tensor, factor: int, dilate: int = DILATE_LAT
 
 
 def plan_svd_guide(model, guide: Guide | None, image: torch.Tensor, num_frames: int, fit: str | None = "crop",
-                   conditioning_is: str = "the sampler's image input") -> SVDGuidePlan | None:
+                   conditioning_is: str = "the sampler's image input",
+                   encode: Callable[[torch.Tensor], torch.Tensor] | None = None) -> SVDGuidePlan | None:
     """Build the plan for one run. ``image``: the fitted conditioning image [1,3,H,W] 0..1 (output size).
+    ``model`` gives ``spatial_factor`` and ``latent_channels``; ``encode`` ([N,3,H,W] 0..1 -> model-space latents
+    [N,C,h,w]) defaults to :func:`encode_latents` with the model's own VAE (core ComfyUI's VAE comes in here
+    for the MODEL patch).
 
     Returns None for no guide (or an empty one)."""
+    if encode is None:
+        def encode(images):
+            return encode_latents(model.vae, images, model.vae_scaling_factor)
     if guide is None or (not guide.keyframes and guide.motion_mask is None):
         return None
     _, _, H, W = image.shape
@@ -136,7 +143,7 @@ def plan_svd_guide(model, guide: Guide | None, image: torch.Tensor, num_frames: 
     uses_image = guide.motion_mask is not None and not resolved
     if uses_image:
         sources.append(image[0].float().cpu())
-    kf_lat = encode_latents(model.vae, torch.stack(sources), model.vae_scaling_factor) if sources else None
+    kf_lat = encode(torch.stack(sources)).float().cpu() if sources else None
     c = model.latent_channels
     latents = torch.zeros(num_frames, c, h, w)
     weight = torch.zeros(num_frames, 1, h, w)
@@ -203,6 +210,22 @@ def plan_svd_guide(model, guide: Guide | None, image: torch.Tensor, num_frames: 
                  "(x stays on the guide's noisy trajectory; the final latents are the guide's)")
     return SVDGuidePlan(latents=latents, weight=weight, info="\n".join(lines), static=static,
                         keyframe_frames=[r.index for r in resolved])
+
+
+def replace_denoised(plan: SVDGuidePlan) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The plan's per-step replacement for a sampler whose batch axis is the clip's frames (core ComfyUI's SVD
+    latent [F, C, h, w]): ``denoised -> (1 - w) * denoised + w * guide`` (the same :meth:`SVDGuidePlan.hook`)."""
+    apply = plan.hook()
+
+    def replace(denoised: torch.Tensor) -> torch.Tensor:
+        if denoised.shape[0] != plan.num_frames:
+            raise AnimeVideoInputError(
+                f"video_frames: the guide was planned for {plan.num_frames} frames but the sampler runs "
+                f"{denoised.shape[0]}; set the same video_frames here and in SVD_img2vid_Conditioning.")
+        state = StepState(step=0, total=0, sigma=torch.zeros(()), x=denoised[None], denoised=denoised[None])
+        return apply(state)[0]
+
+    return replace
 
 
 def _spans(values: list[int]) -> list[tuple[int, int, int]]:

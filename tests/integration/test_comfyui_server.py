@@ -26,7 +26,7 @@ UPLOAD_FLAGS = ("image_upload", "video_upload", "audio_upload", "animated_image_
 SEED_NAMES = ("seed", "noise_seed")
 
 # Small overrides that make any shipped workflow run in seconds on a CPU with the tiny models.
-SMALL = {"width": 64, "height": 64, "num_frames": 3, "steps": 2, "decode_chunk_size": 2}
+SMALL = {"width": 64, "height": 64, "num_frames": 3, "length": 5, "steps": 2, "decode_chunk_size": 2}
 INTERRUPT_STEPS = 100  # far more than the run needs before the interrupt lands
 
 # Memory test: a larger tiny-layout SVD, so the model's share of the RSS is well above the noise.
@@ -435,6 +435,7 @@ EXPECTED_VIDEO = {
     "anisora_image_to_video": {"frames": 5, "width": 64, "height": 64},  # 3 frames snapped to 4k+1
     "anisora_keyframe_inbetween": {"frames": 5, "width": 64, "height": 64},
     "anisora_localized_animation": {"frames": 5, "width": 64, "height": 64},
+    "anisora_core_keyframe_inbetween": {"frames": 5, "width": 64, "height": 64},  # core's KSampler + VAEDecode
 }
 
 
