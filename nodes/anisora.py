@@ -29,6 +29,7 @@ TRANSFORMER_EXTENSIONS = (".safetensors", ".sft", ".pth", ".pt", ".bin", ".ckpt"
 VAE_EXTENSIONS = (".safetensors", ".sft", ".pth", ".pt", ".ckpt")
 VAE_FROM_FOLDER = "(from the diffusers folder)"
 SAMPLERS = ["unipc", "euler"]
+ANISORA_FPS = 16.0  # AniSora V1-V3 (and Wan2.1) are trained and released at 16 fps
 MEMORY_ADVICE = ("Lower num_frames or width/height, or make the clip in parts " + memory.CHUNK_ADVICE + ".")
 
 EXPECTED = (
@@ -256,10 +257,14 @@ class AnimeVideoAniSoraSampler:
             },
         }
 
-    RETURN_TYPES = ("IMAGE", "STRING")
-    RETURN_NAMES = ("frames", "info")
+    # fps and latent come last, so saved workflows keep their links to frames (0) and info (1)
+    RETURN_TYPES = ("IMAGE", "STRING", "FLOAT", "LATENT")
+    RETURN_NAMES = ("frames", "info", "fps", "latent")
     OUTPUT_TOOLTIPS = ("The clip as an IMAGE batch [frames, H, W, 3] (AniSora runs at 16 fps).",
-                       "What ran: sizes, steps, and where each keyframe landed in latent time.")
+                       "What ran: sizes, steps, and where each keyframe landed in latent time.",
+                       "The clip's frame rate (16: AniSora's trained rate), for Create Video's fps.",
+                       "The final latents as core's LATENT (the VAE's own latent space): core's VAE Decode with "
+                       "the same VAE (Load VAE) decodes them; for chaining into core nodes.")
     FUNCTION = "sample"
     CATEGORY = CATEGORY
 
@@ -298,7 +303,7 @@ class AnimeVideoAniSoraSampler:
                 bridge.empty_cache()
             progress.close()
         info = "\n".join([result.info] + notes)
-        return (result.frames, info)
+        return (result.frames, info, ANISORA_FPS, {"samples": result.latents})
 
 
 NODE_CLASS_MAPPINGS = {

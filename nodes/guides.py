@@ -64,6 +64,49 @@ class AnimeVideoKeyframe:
         return (incoming(guide).with_keyframe(x[0].permute(1, 2, 0), int(frame_index), float(strength)),)
 
 
+class AnimeVideoKeyframesFromBatch:
+    DESCRIPTION = ("Places a batch of pictures on consecutive frames from start_frame: e.g. the last frames of "
+                   "one clip (core's Image From Batch) at frame 0 of the next, to extend a clip; or a few frames "
+                   "of a reference clip anywhere. Each picture becomes one keyframe.")
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "images": ("IMAGE", {"tooltip": "The pictures, in order (an IMAGE batch; one keyframe each). "
+                                     "Fitted to the sampler's output size with its fit mode."}),
+                "start_frame": ("INT", {"default": 0, "min": -4096, "max": 4095, "tooltip": "The frame the first "
+                                "picture goes to; the next ones follow. Negative counts from the end: -N with N "
+                                "pictures places them on the clip's last N frames."}),
+                "strength": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.05, "tooltip":
+                             "How firmly each frame is held (as in Keyframe Guide). AniSora Wan: 0.5-1 holds, "
+                             "below 0.5 is an error."}),
+            },
+            "optional": {
+                "guide": (GUIDE, {"tooltip": GUIDE_IN_TOOLTIP}),
+            },
+        }
+
+    RETURN_TYPES = (GUIDE,)
+    RETURN_NAMES = ("guide",)
+    OUTPUT_TOOLTIPS = ("The guide with one keyframe per picture, for a sampler's guide input or the next guide "
+                       "node.",)
+    FUNCTION = "add"
+    CATEGORY = CATEGORY
+
+    def add(self, images, start_frame, strength, guide=None):
+        x = comfy_image_to_bchw(images, "images")  # alpha dropped, grey expanded, shape checked
+        n, start = x.shape[0], int(start_frame)
+        if start < 0 and start + n > 0:
+            raise AnimeVideoInputError(
+                f"start_frame: {start} with {n} pictures would run past the clip's last frame (negative start "
+                f"frames count from the end); use {-n} to end on the last frame, or a start frame of 0 or more.")
+        out = incoming(guide)
+        for i in range(n):
+            out = out.with_keyframe(x[i].permute(1, 2, 0), start + i, float(strength))
+        return (out,)
+
+
 class AnimeVideoMotionMask:
     DESCRIPTION = ("Localized animation: only the masked region may move, the rest of every frame stays "
                    "the keyframe's (or the sampler image's) picture.")
@@ -103,8 +146,10 @@ class AnimeVideoMotionMask:
 NODE_CLASS_MAPPINGS = {
     "AnimeVideoKeyframe": AnimeVideoKeyframe,
     "AnimeVideoMotionMask": AnimeVideoMotionMask,
+    "AnimeVideoKeyframesFromBatch": AnimeVideoKeyframesFromBatch,
 }
 NODE_DISPLAY_NAME_MAPPINGS = {
     "AnimeVideoKeyframe": "Keyframe Guide (AnimeVideo)",
     "AnimeVideoMotionMask": "Motion Mask Guide (AnimeVideo)",
+    "AnimeVideoKeyframesFromBatch": "Keyframes From Batch Guide (AnimeVideo)",
 }

@@ -8,7 +8,7 @@ import torch
 
 from animevideo.nodes import anisora as nodes
 from animevideo.nodes import guides as guide_nodes
-from animevideo.pipelines.anisora import tiny
+from animevideo.pipelines.anisora import packing, tiny
 from animevideo.pipelines.errors import AnimeVideoInputError
 
 H, W = 32, 48
@@ -48,11 +48,16 @@ def load(name=tiny.TRANSFORMER_FILE.split("/", 1)[1], vae=tiny.VAE_FILE.split("/
     return nodes.AnimeVideoLoadAniSora().load(name, vae, "auto")[0]
 
 
-def sample(model, guide, **kw):
+def sample_all(model, guide, **kw):
     args = dict(width=W, height=H, num_frames=9, steps=2, cfg=1.0, shift=5.0, sampler="unipc", seed=0,
                 clip_vision_output=clip_vision())
     args.update(kw)
     return nodes.AnimeVideoAniSoraSampler().sample(model, conditioning(6, 1), guide, **args)
+
+
+def sample(model, guide, **kw):
+    """(frames, info): the first two outputs, the ones the shipped workflows link."""
+    return sample_all(model, guide, **kw)[:2]
 
 
 def test_combos_list_the_real_file_names(env):
@@ -82,6 +87,24 @@ def test_image_to_video_end_to_end(env):
     again, _ = sample(model, first_frame_guide())
     other, _ = sample(model, first_frame_guide(), seed=1)
     assert torch.equal(frames, again) and not torch.equal(frames, other)
+
+
+def test_fps_and_latent_outputs_chain_into_core(env):
+    """fps and latent come after frames and info (saved workflows keep their links); the LATENT is the Wan VAE's
+    own latent, so decoding it with the VAE (core's VAE Decode does the same) gives the frames."""
+    model = load()
+    frames, info, fps, latent = sample_all(model, first_frame_guide())
+    assert nodes.AnimeVideoAniSoraSampler.RETURN_TYPES == ("IMAGE", "STRING", "FLOAT", "LATENT")
+    assert fps == 16.0
+    raw = latent["samples"]
+    assert raw.shape == (1, 16, 3, H // 8, W // 8)
+    vae = model.model.vae
+    with torch.no_grad():
+        video = vae.decode(raw.to(next(vae.parameters()).dtype), return_dict=False)[0]
+    decoded = (video.float() / 2 + 0.5).clamp(0, 1)[0].permute(1, 2, 3, 0)
+    assert torch.allclose(decoded, frames, atol=1e-4), (decoded - frames).abs().max()
+    mean, std = packing.latents_mean_std(vae, "cpu", torch.float32)
+    assert (packing.normalize_latent(raw, mean, std) - raw).abs().max() > 0.01  # it is the raw space, not ours
 
 
 def test_loader_uses_the_cache(env):
@@ -142,7 +165,8 @@ def test_validate_inputs_names_the_missing_file(env):
 def test_backbone_dispatch_to_cogvideox(env, monkeypatch):
     calls = []
     fake = SimpleNamespace(generate=lambda model, guide, text, req, hooks: calls.append(req) or
-                           SimpleNamespace(frames=torch.zeros(9, H, W, 3), info="cogvideox ran"))
+                           SimpleNamespace(frames=torch.zeros(9, H, W, 3), info="cogvideox ran",
+                                           latents=torch.zeros(1, 16, 3, 2, 2)))
     import animevideo.pipelines.anisora as pkg
 
     monkeypatch.setitem(__import__("sys").modules, "animevideo.pipelines.anisora.cogvideox", fake)

@@ -182,3 +182,21 @@ def test_motion_mask_node_inverts_and_rejects_an_empty_mask():
         mm.add(torch.ones(1, 8, 8), invert=True)
     (g2,) = mm.add(m, guide=guide_nodes.AnimeVideoKeyframe().add(torch.rand(1, 8, 8, 3), 0, 1.0)[0])
     assert len(g2.keyframes) == 1 and g2.motion_mask is not None
+
+
+def test_keyframes_from_a_batch_land_on_consecutive_frames():
+    g = torch.Generator().manual_seed(0)
+    batch = torch.rand(3, 8, 8, 3, generator=g)
+    node = guide_nodes.AnimeVideoKeyframesFromBatch()
+    (guide,) = node.add(batch, 2, 1.0)
+    resolved = guide.resolve_keyframes(9)
+    assert [r.index for r in resolved] == [2, 3, 4]
+    assert all(torch.equal(r.keyframe.image, batch[i]) for i, r in enumerate(resolved))
+    # the last N frames of a clip: start -N; chained after an existing guide
+    (first,) = guide_nodes.AnimeVideoKeyframe().add(batch[:1], 0, 1.0)
+    (tail,) = node.add(batch, -3, 0.75, first)
+    resolved = tail.resolve_keyframes(9)
+    assert [r.index for r in resolved] == [0, 6, 7, 8]
+    assert torch.equal(resolved[-1].keyframe.image, batch[2]) and resolved[-1].keyframe.strength == 0.75
+    with pytest.raises(AnimeVideoInputError, match="start_frame: -2 with 3 pictures"):
+        node.add(batch, -2, 1.0)

@@ -932,4 +932,4 @@ def generate(model: AniSoraModel, guide, text: TextConditioning, request: AniSor
         z = (1 / scale * latents.permute(0, 2, 1, 3, 4)).to(vdevice, vdtype)  # as diffusers multiplies
         video = vae.decode(z).sample  # [1,3,F,H,W] in -1..1
     frames = (video[0].float() / 2 + 0.5).clamp(0, 1).permute(1, 2, 3, 0).cpu()  # [F,H,W,3]
-    return AniSoraResult(frames=frames, info="\n".join(info))
+    return AniSoraResult(frames=frames, info="\n".join(info), latents=z.float().cpu())

@@ -77,6 +77,9 @@ class AniSoraHooks:
 class AniSoraResult:
     frames: torch.Tensor  # [F, H, W, 3] float32 0..1
     info: str
+    # The final latents as core ComfyUI's LATENT holds them: the VAE's own (raw, unnormalised) latent
+    # [1, C, T_lat, h, w], so core's VAE Decode with the same VAE decodes them.
+    latents: torch.Tensor | None = None
 
 
 @contextlib.contextmanager

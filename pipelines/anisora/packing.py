@@ -191,6 +191,12 @@ def normalize_latent(lat: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -
     return (lat - mean) / std
 
 
+def denormalize_latent(lat: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """The transformer's latent space -> the raw VAE latent, as core's Wan21 latent format's process_out
+    (x * std / 1.0 + mean): what a core LATENT holds."""
+    return lat * std + mean
+
+
 def encode_guide(vae, video: torch.Tensor) -> torch.Tensor:
     """[1, 3, F, H, W] in [-1,1] -> normalised guide latent [1, 16, T_lat, h, w] float32 (distribution mode)."""
     dev = next(vae.parameters()).device

@@ -137,4 +137,6 @@ def generate(model: AniSoraModel, guide, text: TextConditioning, request: AniSor
         f"{request.steps} {request.sampler} steps, shift {request.shift:g}, {cfg_note}, seed {request.seed}",
         cond.describe(),
     ])
-    return AniSoraResult(frames=frames, info=info)
+    mean, std = packing.latents_mean_std(model.vae, latents.device, latents.dtype)
+    raw = packing.denormalize_latent(latents, mean, std).cpu()
+    return AniSoraResult(frames=frames, info=info, latents=raw)

@@ -436,6 +436,7 @@ EXPECTED_VIDEO = {
     "anisora_keyframe_inbetween": {"frames": 5, "width": 64, "height": 64},
     "anisora_localized_animation": {"frames": 5, "width": 64, "height": 64},
     "anisora_core_keyframe_inbetween": {"frames": 5, "width": 64, "height": 64},  # core's KSampler + VAEDecode
+    "anisora_clip_extension": {"frames": 9, "width": 64, "height": 64},  # 5 + 5 frames, the shared one once
 }
 
 
