@@ -383,7 +383,7 @@ def test_ui_workflow_matches_object_info_and_api_copy(path, object_info):
 def test_api_workflow_runs_and_saves(path, comfy):
     """Each shipped workflow as queued from a fresh install: nothing is uploaded, the Load Image files are the
     pack's own copies in input/ (or, for animevideo_example_first_frame.png, the user's picture of that name)."""
-    prompt = small_run_prompt(path, **MULTI_SEGMENT.get(stem(path), {}))
+    prompt = small_run_prompt(path, **MULTI_SEGMENT.get(stem(path), {}), **MORE_FRAMES.get(stem(path), {}))
     started = time.time()
     # the server starts with ComfyUI's default preview method 'none'; the frontend's setting comes per prompt
     result = comfy.run(prompt, timeout=600, extra_data={"preview_method": "auto"})
@@ -420,6 +420,9 @@ MULTI_SEGMENT = {
     "lvcd_colorize_lineart": {"segment_length": 6, "overlap": 2},  # 12 frames: 0-5, 4-9, 6-11
     "svd_long_image_to_video": {"num_frames": 8, "segment_length": 4, "overlap": 1},  # 0-3, 3-6, 4-7
 }
+# Workflows whose model needs another frame count than SMALL's 3 to sample a real clip: AniSora V1 takes 8k+1
+# frames (3 would snap to 1), 9 = the tiny V1's trained 3 latent frames.
+MORE_FRAMES = {"anisora_v1_image_to_video": {"num_frames": 9}}
 
 
 # Workflows whose clip size SMALL does not set: they load the 12-frame 256x144 example clip (drawn on twos).
@@ -435,6 +438,7 @@ EXPECTED_VIDEO = {
     "anisora_image_to_video": {"frames": 5, "width": 64, "height": 64},  # 3 frames snapped to 4k+1
     "anisora_keyframe_inbetween": {"frames": 5, "width": 64, "height": 64},
     "anisora_localized_animation": {"frames": 5, "width": 64, "height": 64},
+    "anisora_v1_image_to_video": {"frames": 9, "width": 64, "height": 64},  # 8k+1 = the tiny V1's 3 latent frames
 }
 
 
