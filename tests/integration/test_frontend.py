@@ -14,6 +14,7 @@ import subprocess
 import time
 
 import pytest
+from test_comfyui_server import uploaded_examples  # noqa: F401  (the example inputs, uploaded once)
 
 EXTENSION = "AnimeVideo.InfoOnNode"  # the name js/animevideo_info.js registers
 LOAD_TIMEOUT_S = 120.0
@@ -168,4 +169,44 @@ def test_executed_message_shows_the_info_text_on_the_node(page):
     }})()""")
     assert value == text
     problems = page.problems()
+    assert not ours(problems), "\n".join(ours(problems))
+
+
+WORKFLOWS = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "workflows")
+UI_FILES = sorted(f for f in os.listdir(WORKFLOWS) if f.endswith(".json"))
+
+
+@pytest.mark.parametrize("name", UI_FILES)
+def test_canvas_loads_the_workflow_and_exports_the_api_copy(page, comfy, uploaded_examples, name):
+    """The frontend loads each shipped UI workflow (every node known, every link kept) and its own
+    export (app.graphToPrompt, what Queue sends) is the API copy in workflows/api/, for every input the
+    server defines (the frontend also sends display-only widgets, e.g. Preview Any's, that the server
+    ignores)."""
+    with open(os.path.join(WORKFLOWS, name), encoding="utf-8") as f:
+        ui = json.load(f)
+    with open(os.path.join(WORKFLOWS, "api", name), encoding="utf-8") as f:
+        api = json.load(f)
+    before = len(page.problems())
+    got = page.evaluate(f"""(async () => {{
+        const app = window.comfyAPI.app.app;
+        await app.loadGraphData({json.dumps(ui)}, true, true, {json.dumps(name)});
+        const nodes = app.graph._nodes || app.graph.nodes;
+        const links = Object.keys(app.graph.links instanceof Map ? Object.fromEntries(app.graph.links)
+                                                                   : app.graph.links).length;
+        const prompt = (await app.graphToPrompt()).output;
+        return {{nodes: nodes.map(n => [n.id, n.type]), links, prompt}};
+    }})()""")
+    assert sorted(tuple(n) for n in got["nodes"]) == sorted((n["id"], n["type"]) for n in ui["nodes"])
+    assert got["links"] == len(ui["links"])
+    info = comfy.object_info()
+
+    def server_inputs(node):
+        spec = info.get(node.get("class_type"), {}).get("input", {})
+        known = set(spec.get("required", {})) | set(spec.get("optional", {}))
+        return {k: v for k, v in node.get("inputs", {}).items() if k in known}
+
+    exported = {i: {"class_type": n.get("class_type"), "inputs": server_inputs(n)} for i, n in got["prompt"].items()}
+    expected = {i: {"class_type": n["class_type"], "inputs": n["inputs"]} for i, n in api.items()}
+    assert exported == expected
+    problems = page.problems()[before:]
     assert not ours(problems), "\n".join(ours(problems))
