@@ -21,7 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .guides import Guide
+from .guides import Guide, fit_frame
 from .interpolate.timing import cadence_name
 
 BACKGROUND = (24, 24, 28)
@@ -154,7 +154,8 @@ def guide_storyboard(guide: Guide, num_frames: int, width: int, height: int, fit
     """The storyboard of ``guide`` on a clip of ``num_frames`` frames of ``width`` x ``height``.
 
     Thumbnails show, per frame, what the guide fixes: keyframe pictures (blended over grey by their
-    strength), the still part a motion mask takes from the nearest keyframe, and the moving region tinted.
+    strength), the still part a motion mask takes from the nearest keyframe, and the region that may move
+    tinted (over the nearest keyframe's picture of it).
     With ``frames`` (an IMAGE clip of ``num_frames`` frames, e.g. the sampler's output) the thumbnails
     show those frames instead, with the same outlines and tint. Keyframes and masks are fitted with
     ``fit`` as the samplers fit them, so the tint lands where the sampler lets the picture move.
@@ -166,17 +167,23 @@ def guide_storyboard(guide: Guide, num_frames: int, width: int, height: int, fit
     for r in resolved:
         strength[r.index] = r.keyframe.strength
     grey = torch.tensor(FREE, dtype=torch.float32) / 255
+    mask = guide.mask_video(num_frames, th, tw, fit)
+    # the share of each pixel that may move: the mask, less where a keyframe holds its frame
+    moving = None if mask is None else (mask * (1 - strength[:, None, None]))[..., None]
     if frames is not None:
         base = resize_frames(frames, th, tw)
     elif resolved:
         video, known = guide.known_video(num_frames, th, tw, fit)
         base = video * known[..., None] + grey * (1 - known[..., None])
+        if moving is not None:  # under the tint, the drawing that may move: the nearest keyframe's
+            fitted = {r.index: fit_frame(r.keyframe.image, th, tw, fit) for r in resolved}
+            under = torch.stack([fitted[guide.nearest_keyframe(f, num_frames).index] for f in range(num_frames)])
+            base = base * (1 - moving) + under * moving
     else:
         base = grey.expand(num_frames, th, tw, 3).clone()
-    mask = guide.mask_video(num_frames, th, tw, fit)
-    if mask is not None:  # a keyframe holds its whole frame: the tint fades by its strength
-        moving = (mask * (1 - strength[:, None, None]))[..., None] * MOVE_TINT
-        base = base * (1 - moving) + torch.tensor(MOVES, dtype=torch.float32) / 255 * moving
+    if moving is not None:
+        tint = moving * MOVE_TINT
+        base = base * (1 - tint) + torch.tensor(MOVES, dtype=torch.float32) / 255 * tint
     thumbs = to_uint8(base)
 
     canvas = np.empty((*layout.size, 3), np.uint8)

@@ -60,14 +60,27 @@ def test_motion_mask_region_is_tinted_between_keyframes_only_inside_the_mask():
     mask[:, :, 32:] = 1  # the right half may move
     guide = Guide().with_keyframe(solid(grey), 0).with_motion_mask(mask)
     canvas, layout = sb.guide_storyboard(guide, 4, 64, 36, fit="crop", thumb_height=36, columns=4)
-    # the moving region is not fixed by the guide (free grey), tinted
-    tinted = np.round((1 - sb.MOVE_TINT) * np.array(sb.FREE) + sb.MOVE_TINT * np.array(sb.MOVES))
+    # the moving region: the nearest keyframe's picture of it, tinted
+    tinted = np.round((1 - sb.MOVE_TINT) * np.array(grey) + sb.MOVE_TINT * np.array(sb.MOVES))
     for i in (1, 2, 3):
         left, right = inside(canvas, layout.thumb_box(i), 0.2, 0.5), inside(canvas, layout.thumb_box(i), 0.8, 0.5)
         assert tuple(left) == grey, i  # still: the keyframe's picture
         assert np.abs(right.astype(int) - tinted).max() <= 1, i
     # the keyframe holds its whole frame: no tint there
     assert tuple(inside(canvas, layout.thumb_box(0), 0.8, 0.5)) == grey
+
+
+def test_moving_region_shows_the_nearest_keyframe_under_the_tint():
+    red, blue = (200, 40, 40), (40, 40, 200)
+    mask = torch.zeros(1, 36, 64)
+    mask[:, :, 32:] = 1
+    guide = Guide().with_keyframe(solid(red), 0).with_keyframe(solid(blue), 9).with_motion_mask(mask)
+    canvas, layout = sb.guide_storyboard(guide, 10, 64, 36, fit="crop", thumb_height=36)
+    for frame, colour in ((2, red), (4, red), (5, blue), (7, blue)):  # 4.5 is the middle: ties go earlier
+        want = np.round((1 - sb.MOVE_TINT) * np.array(colour) + sb.MOVE_TINT * np.array(sb.MOVES))
+        got = inside(canvas, layout.thumb_box(frame), 0.8, 0.5).astype(int)
+        assert np.abs(got - want).max() <= 1, (frame, got, want)
+        assert tuple(inside(canvas, layout.thumb_box(frame), 0.2, 0.5)) == colour  # still part, untinted
 
 
 def test_mask_follows_the_fit_mode_of_the_sampler():
