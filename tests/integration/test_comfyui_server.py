@@ -505,6 +505,34 @@ KEEPS_SOURCE_AUDIO = {"video_interpolate_upscale_keep_audio", "lvcd_colorize_vid
 UI_TEXT_NODES = {"AnimeVideoInterpolate", "AnimeVideoGuidePreview"}
 
 
+def test_video_without_sound_gives_a_video_without_sound(comfy, uploaded_examples, tmp_path):
+    """The video workflows link Get Video Components' audio to Create Video: a source with no sound track
+    gives None there, and the saved clip simply has no audio stream (no error)."""
+    name = "animevideo_test_silent.mp4"
+    code = ("import av, sys\n"
+            "src = av.open(sys.argv[1]); out = av.open(sys.argv[2], 'w', format='mp4')\n"
+            "v = out.add_stream_from_template(src.streams.video[0])\n"
+            "for p in src.demux(src.streams.video[0]):\n"
+            "    if p.dts is not None:\n"
+            "        p.stream = v; out.mux(p)\n"
+            "out.close(); src.close()\n")
+    silent = tmp_path / name
+    r = subprocess.run([comfy.comfy_python, "-c", code, os.path.join(EXAMPLES, "animevideo_example_clip_with_audio.mp4"),
+                        str(silent)], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert video_probe(comfy, str(silent))[1]["audio_streams"] == 0
+    assert comfy.upload_image(str(silent))["name"] == name
+    stem_ = "video_interpolate_upscale_keep_audio"
+    prompt = small_run_prompt(os.path.join(API, stem_ + ".json"), file=name)
+    result = comfy.run(prompt, timeout=600)
+    assert "execution_success" in result.types, result.describe() + "\n" + comfy.log_tail()
+    videos = [e for e in saved_files(result) if e["filename"].endswith(VIDEO_EXTENSIONS)]
+    assert len(videos) == 1
+    props, audio = video_probe(comfy, os.path.join(comfy.output_dir, videos[0].get("subfolder", ""),
+                                                   videos[0]["filename"]))
+    assert props == EXPECTED_VIDEO[stem_] and audio["audio_streams"] == 0, (props, audio)
+
+
 def sampler_workflow():
     for path in API_FILES:
         prompt = load(path)
