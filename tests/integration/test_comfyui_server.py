@@ -301,7 +301,9 @@ def test_example_inputs_are_in_input_at_start_and_the_users_file_is_kept(comfy, 
         else:
             with open(os.path.join(EXAMPLES, name), "rb") as f:
                 assert at_start[name] == f.read(), f"input/{name} differs from example_inputs/{name}"
-    assert set(names) <= set(object_info["LoadImage"]["input"]["required"]["image"][0])
+    videos = {n for n in names if n.lower().endswith(VIDEO_EXTENSIONS)}
+    assert set(names) - videos <= set(object_info["LoadImage"]["input"]["required"]["image"][0])
+    assert videos <= set(combo_options(*input_specs(object_info["LoadVideo"])["file"][:2])), videos
 
 
 def test_front_end_extension_is_listed_and_served(comfy):
