@@ -38,8 +38,8 @@ def model(folder):
 def inputs():
     g = torch.Generator().manual_seed(1)
     img = torch.rand(SIZE, SIZE, 3, generator=g)
-    pos = torch.randn(1, 226, 16, generator=g)
-    neg = torch.randn(1, 226, 16, generator=g)
+    pos = torch.randn(1, 226, tiny.TINY_TRANSFORMER["text_embed_dim"], generator=g)
+    neg = torch.randn(1, 226, tiny.TINY_TRANSFORMER["text_embed_dim"], generator=g)
     return img, pos, neg
 
 

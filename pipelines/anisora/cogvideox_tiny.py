@@ -13,7 +13,9 @@ import torch
 
 from . import cogvideox
 
-FOLDER = "diffusers/anisora-v1-5b-i2v-tiny"
+# The name of the community diffusers copy of AniSora V1 (Disty0/Index-anisora-5B-diffusers), so the shipped
+# V1 workflow runs unchanged on the tiny folder.
+FOLDER = "diffusers/Index-anisora-5B-diffusers"
 TINY_FILES = (FOLDER,)
 
 TINY_TRANSFORMER = dict(
@@ -22,7 +24,7 @@ TINY_TRANSFORMER = dict(
     in_channels=32,
     out_channels=16,
     time_embed_dim=8,
-    text_embed_dim=16,
+    text_embed_dim=4096,  # T5-XXL's real width (the test text encoder serves Wan's UMT5 and V1's T5 alike)
     num_layers=2,
     sample_width=8,  # latent units: 64 px
     sample_height=8,
