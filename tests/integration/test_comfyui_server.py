@@ -504,6 +504,7 @@ MULTI_SEGMENT = {
     "svd_long_image_to_video": {"num_frames": 8, "segment_length": 4, "overlap": 1},  # 0-3, 3-6, 4-7
     # core's Wan nodes name the clip length `length` (so does Image From Batch elsewhere: set it only here)
     "anisora_core_keyframe_inbetween": {"length": 5},
+    "anisora_core_localized_animation": {"length": 5},
 }
 # Workflows whose model needs another frame count than SMALL's 3 to sample a real clip: AniSora V1 takes 8k+1
 # frames (3 would snap to 1), 9 = the tiny V1's trained 3 latent frames.
@@ -525,6 +526,7 @@ EXPECTED_VIDEO = {
     "anisora_localized_animation": {"frames": 5, "width": 64, "height": 64},
     "anisora_core_keyframe_inbetween": {"frames": 5, "width": 64, "height": 64},  # core's KSampler + VAEDecode
     "anisora_clip_extension": {"frames": 9, "width": 64, "height": 64},  # 5 + 5 frames, the shared one once
+    "anisora_core_localized_animation": {"frames": 5, "width": 64, "height": 64},
     "anisora_v1_image_to_video": {"frames": 9, "width": 64, "height": 64},  # 8k+1 = the tiny V1's 3 latent frames
     "anisora_interpolate_upscale": {"frames": 10, "width": 256, "height": 256},  # 5 frames, x2, x4
     # the example video (12 frames, 256x144, 12 fps, with sound): x2, x4
