@@ -77,26 +77,52 @@ class FileIdentity:
 CPU_ALIGNMENT = 64
 
 
-def owned_tensor(t: torch.Tensor) -> torch.Tensor:
-    """``t`` in an aligned allocation of its own.
+def _unaligned(t: torch.Tensor) -> bool:
+    return t.device.type == "cpu" and t.data_ptr() % CPU_ALIGNMENT != 0
+
+
+def _pooled_copies(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Copies of ``tensors`` in ONE aligned allocation. Thousands of separate copies would land in malloc's
+    heap, which it seldom gives back to the system once freed (POST /free left a third of an SVD's copy in the
+    RSS); one large block is mapped on its own and returned whole when the model goes."""
+    offsets, total = [], 0
+    for t in tensors:
+        total = -(-total // CPU_ALIGNMENT) * CPU_ALIGNMENT
+        offsets.append(total)
+        total += t.numel() * t.element_size()
+    pool = torch.empty(total, dtype=torch.uint8)
+    out = []
+    for t, offset in zip(tensors, offsets):
+        view = pool[offset:offset + t.numel() * t.element_size()].view(t.dtype).view(t.shape)
+        view.copy_(t)
+        out.append(view)
+    return out
+
+
+def owned_tensors(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The state dict with its unaligned CPU tensors copied to aligned memory.
 
     safetensors (0.8 and later) serves tensors straight from the memory-mapped file, at whatever offset the
     header leaves, and CPU kernels take other code paths (other rounding, ~1e-6) on unaligned weights: the
     same weights would compute differently depending on the file's layout (an sgm file vs a diffusers
-    folder). One copy of each unaligned tensor at load makes every load path compute the same."""
-    if t.device.type == "cpu" and t.data_ptr() % CPU_ALIGNMENT:
-        return t.clone()
-    return t
+    folder). One copy of each unaligned tensor at load makes every load path compute the same. The copies
+    share one allocation (see _pooled_copies): save them with ``.clone()`` if a file format needs separate
+    storages."""
+    keys = [k for k, t in tensors.items() if _unaligned(t)]
+    if not keys:
+        return tensors
+    out = dict(tensors)
+    out.update(zip(keys, _pooled_copies([tensors[k] for k in keys])))
+    return out
 
 
 def own_module_tensors(module: torch.nn.Module) -> torch.nn.Module:
-    """Every parameter and buffer of ``module`` in aligned memory of its own (see owned_tensor): for modules
-    from diffusers' / transformers' ``from_pretrained``, which keep safetensors' memory-mapped tensors."""
-    for sub in module.modules():
-        for group in (sub._parameters, sub._buffers):
-            for name, t in group.items():
-                if t is not None:
-                    t.data = owned_tensor(t.data)
+    """owned_tensors for every parameter and buffer of ``module``: for modules from diffusers' /
+    transformers' ``from_pretrained``, which keep safetensors' memory-mapped tensors."""
+    slots = [(group, name) for sub in module.modules() for group in (sub._parameters, sub._buffers)
+             for name, t in group.items() if t is not None and _unaligned(t.data)]
+    for (group, name), copy in zip(slots, _pooled_copies([group[name].data for group, name in slots])):
+        group[name].data = copy
     return module
 
 
@@ -108,7 +134,7 @@ def read_state_dict(path: str, device: str = "cpu") -> dict[str, torch.Tensor]:
         from safetensors.torch import load_file
 
         try:
-            return {k: owned_tensor(v) for k, v in load_file(path, device=device).items()}
+            return owned_tensors(load_file(path, device=device))
         except Exception as e:  # SafetensorError, OSError: truncated or corrupt
             raise AnimeVideoModelError(damaged_file_message(name, e)) from None
     if lower.endswith(PICKLE_EXTENSIONS):

@@ -78,6 +78,7 @@ def test_safetensors_reads_come_back_aligned_whatever_the_file_offsets(tmp_path)
     save_file(sd, str(path))
     got = read_state_dict(str(path))
     assert all(v.data_ptr() % CPU_ALIGNMENT == 0 for v in got.values())
+    assert len({v.untyped_storage().data_ptr() for v in got.values()}) == 1
     assert all(torch.equal(got[k], sd[k]) for k in sd)
 
     from safetensors.torch import load_file
@@ -90,3 +91,7 @@ def test_safetensors_reads_come_back_aligned_whatever_the_file_offsets(tmp_path)
         module.register_buffer(k, v)
     own_module_tensors(module)
     assert all(b.data_ptr() % CPU_ALIGNMENT == 0 for b in module.buffers())
+    assert all(torch.equal(getattr(module, k), sd[k]) for k in sd)
+    # the copies share one allocation (malloc returns one large block to the system; thousands of small ones
+    # stay in its heap after the model is freed)
+    assert len({b.untyped_storage().data_ptr() for b in module.buffers()}) == 1

@@ -22,6 +22,8 @@ def both(fn, *images):
 
 
 def close(a, b):
+    if isinstance(a, dict) and "result" in a:  # nodes that also send ui text: {"ui": …, "result": (…)}
+        return a.get("ui") == b.get("ui") and close(a["result"], b["result"])
     if isinstance(a, (tuple, list)):
         return all(close(x, y) for x, y in zip(a, b))
     if isinstance(a, torch.Tensor):
@@ -102,8 +104,13 @@ def test_ganime(env):
     assert close(*both(lambda x: run("AnimeVideoGANimeEncode", model, x, "squash"), image(2, 32, 64)))
 
 
+def test_guide_storyboard(env):
+    guide = run("AnimeVideoKeyframe", image(1, 32, 32), 0, 1.0)[0]
+    assert close(*both(lambda x: run("AnimeVideoGuidePreview", guide, 3, 32, 32, "crop", frames=x), image(3, 32, 32)))
+
+
 def test_every_node_taking_an_image_or_mask_is_covered():
-    covered = {"AnimeVideoKeyframe", "AnimeVideoMotionMask", "AnimeVideoSVDSampler", "AnimeVideoLineart",
+    covered = {"AnimeVideoKeyframe", "AnimeVideoGuidePreview", "AnimeVideoMotionMask", "AnimeVideoSVDSampler", "AnimeVideoLineart",
                "AnimeVideoLVCDColorize", "AnimeVideoInterpolate", "AnimeVideoUpscale", "AnimeVideoGANimeInbetween",
                "AnimeVideoGANimeEncode"}
     taking = set()

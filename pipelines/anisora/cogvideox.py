@@ -63,7 +63,7 @@ import torch
 import torch.nn.functional as F
 
 from ..checkpoint_io import (SAFETENSORS_EXTENSIONS, PICKLE_EXTENSIONS, damaged_file_message,
-                             own_module_tensors, owned_tensor, unwrap_state_dict)
+                             own_module_tensors, owned_tensors, unwrap_state_dict)
 from ..errors import AnimeVideoInputError, AnimeVideoModelError
 from .model import AniSoraHooks, AniSoraModel, AniSoraRequest, AniSoraResult, TextConditioning, on_device
 
@@ -158,7 +158,7 @@ def _read_checkpoint(path: str) -> dict[str, torch.Tensor]:
         from safetensors.torch import load_file
 
         try:
-            return {k: owned_tensor(v) for k, v in load_file(path).items()}
+            return owned_tensors(load_file(path))
         except Exception as e:
             raise AnimeVideoModelError(damaged_file_message(name, e)) from None
     if not lower.endswith(PICKLE_EXTENSIONS):

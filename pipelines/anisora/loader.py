@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import dependencies
-from ..checkpoint_io import (SAFETENSORS_EXTENSIONS, damaged_file_message, own_module_tensors, owned_tensor,
+from ..checkpoint_io import (SAFETENSORS_EXTENSIONS, damaged_file_message, own_module_tensors, owned_tensors,
                              read_state_dict)
 from ..errors import AnimeVideoModelError
 from . import wan_keys
@@ -215,10 +215,10 @@ def read_cast(path: str, dtype_for) -> dict[str, torch.Tensor]:
         try:
             with safe_open(path, framework="pt") as f:
                 for k in f.keys():
-                    out[k] = owned_tensor(cast(k, f.get_tensor(k)))
+                    out[k] = cast(k, f.get_tensor(k))
         except Exception as e:
             raise AnimeVideoModelError(damaged_file_message(os.path.basename(path), e)) from None
-        return out
+        return owned_tensors(out)
     sd = read_state_dict(path)
     return {k: cast(k, sd.pop(k)) for k in list(sd)}
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..checkpoint_io import (SAFETENSORS_EXTENSIONS, damaged_file_message, own_module_tensors, owned_tensor,
+from ..checkpoint_io import (SAFETENSORS_EXTENSIONS, damaged_file_message, own_module_tensors, owned_tensors,
                              read_state_dict)
 from ..errors import AnimeVideoModelError
 from . import detect, keymap
@@ -107,10 +107,10 @@ class _TensorSource:
             with safe_open(self.path, framework="pt") as f:
                 for k in f.keys():
                     if k.startswith(prefix):
-                        out[k[len(prefix):]] = owned_tensor(f.get_tensor(k).to(dtype))
+                        out[k[len(prefix):]] = f.get_tensor(k).to(dtype)
         except Exception as e:
             raise AnimeVideoModelError(damaged_file_message(os.path.basename(self.path), e)) from None
-        return out
+        return owned_tensors(out)
 
 
 def _materialize(model: torch.nn.Module, sd: dict[str, torch.Tensor], what: str) -> torch.nn.Module:
