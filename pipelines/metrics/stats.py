@@ -132,7 +132,7 @@ def kernel_distance(features_a, features_b, name: str = "kernel distance", subse
         raise AnimeVideoInputError(f"features: the two sets have {x.shape[1]}- and {y.shape[1]}-d features; they "
                                    "must come from the same network.")
     m = min(x.shape[0], y.shape[0], int(subset_size))
-    if m == x.shape[0] == y.shape[0]:
+    if max(x.shape[0], y.shape[0]) <= subset_size:
         value = _mmd2_unbiased(x, y)
     else:
         gen = torch.Generator().manual_seed(seed)
