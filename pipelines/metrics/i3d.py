@@ -138,10 +138,15 @@ class InceptionI3d(nn.Module):
     def dtype(self):
         return next(self.parameters()).dtype
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """[B, 3, T, H, W] in [-1, 1] -> [B, num_classes] logits averaged over time (and space)."""
+    def trunk(self, x: torch.Tensor) -> torch.Tensor:
+        """Every layer up to Mixed_5c (any input size)."""
         for name in self.order:
             x = getattr(self, name)(x)
+        return x
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """[B, 3, T, H, W] in [-1, 1] -> [B, num_classes] logits averaged over time (and space)."""
+        x = self.trunk(x)
         x = F.avg_pool3d(x, (2, 7, 7), stride=1)  # dropout sits here in training; identity in eval
         return self.logits(x).mean(dim=(2, 3, 4))
 

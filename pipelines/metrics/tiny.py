@@ -36,25 +36,26 @@ VGG16_WIDTHS = (64, 64, 128, 128, 256, 256, 256, 512, 512, 512, 512, 512, 512)
 
 
 @torch.no_grad()
-def _calibrate_batch_norms(model: nn.Module, x: torch.Tensor) -> None:
+def _calibrate_batch_norms(model: nn.Module, run, x: torch.Tensor) -> None:
     for m in model.modules():
         if isinstance(m, nn.modules.batchnorm._BatchNorm):
             m.momentum = 1.0
-    model.train()(x)
+    model.train()
+    run(x)
     model.eval()
 
 
 def build_tiny_i3d(seed: int = 0) -> i3d_net.InceptionI3d:
     torch.manual_seed(seed)
     model = i3d_net.InceptionI3d(400, I3D_DIVISOR)
-    _calibrate_batch_norms(model, torch.rand(2, 3, 16, 224, 224) * 2 - 1)
+    _calibrate_batch_norms(model, model.trunk, torch.rand(2, 3, 16, 96, 96) * 2 - 1)  # small: only a scale is needed
     return model.requires_grad_(False)
 
 
 def build_tiny_inception(seed: int = 0) -> inception_net.FIDInceptionV3:
     torch.manual_seed(seed)
     model = inception_net.FIDInceptionV3(INCEPTION_DIVISOR)
-    _calibrate_batch_norms(model, torch.rand(4, 3, 299, 299) * 2 - 1)
+    _calibrate_batch_norms(model, model, torch.rand(4, 3, 139, 139) * 2 - 1)
     return model.requires_grad_(False)
 
 
