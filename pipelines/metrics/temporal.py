@@ -72,17 +72,28 @@ def temporal_consistency(generated: torch.Tensor, gold: torch.Tensor, flows: tor
 
 
 def gold_flows(gold: torch.Tensor, flow_fn: FlowFn, chunk: int = 4,
-               on_chunk: Callable[[int, int], None] | None = None) -> torch.Tensor:
-    """F_{t+1 -> t} for each consecutive pair of gold IMAGE [N,H,W,C] -> [N-1,2,H,W] float32 (CPU)."""
+               on_chunk: Callable[[int, int], None] | None = None, min_side: int = 0) -> torch.Tensor:
+    """F_{t+1 -> t} for each consecutive pair of gold IMAGE [N,H,W,C] -> [N-1,2,H,W] float32 (CPU).
+
+    Frames whose short side is below ``min_side`` (a flow network's smallest input) are enlarged for the
+    estimate and the flow is resized back, its vectors scaled with it."""
+    from ..interpolate.animeinterp import resize_flow
+
     x = gold.permute(0, 3, 1, 2).float()
+    h, w = x.shape[-2:]
+    if min_side and min(h, w) < min_side:
+        scale = min_side / min(h, w)
+        x = F.interpolate(x, size=(round(h * scale), round(w * scale)), mode="bicubic", align_corners=False,
+                          antialias=True).clamp(0, 1)
     out = []
     pairs = x.shape[0] - 1
     for start in range(0, pairs, chunk):
         stop = min(pairs, start + chunk)
-        out.append(flow_fn(x[start + 1:stop + 1], x[start:stop]).float().cpu())
+        flow = flow_fn(x[start + 1:stop + 1], x[start:stop]).float().cpu()
+        out.append(flow if tuple(flow.shape[-2:]) == (h, w) else resize_flow(flow, (h, w), mode="bilinear"))
         if on_chunk is not None:
             on_chunk(stop, pairs)
-    return torch.cat(out) if out else torch.zeros(0, 2, *x.shape[-2:])
+    return torch.cat(out) if out else torch.zeros(0, 2, h, w)
 
 
 def animeinterp_flow(model, iters: int = 12) -> FlowFn:
