@@ -31,6 +31,7 @@ PACK_FOLDERS = {
     "ganime": (".safetensors", ".ckpt", ".pth", ".pt", ".sft"),
     "lineart": (".safetensors", ".ckpt", ".pth", ".pt", ".sft"),
     "interpolation": (".safetensors", ".ckpt", ".pth", ".pt", ".sft"),
+    "metrics": (".safetensors", ".ckpt", ".pth", ".pt", ".sft", ".bin"),
 }
 
 
@@ -167,6 +168,15 @@ def list_dirs(kind: str, is_model_dir) -> list[str]:
             if is_model_dir(os.path.join(folder, name)):
                 out.append(name)
     return out
+
+
+def data_folders() -> dict[str, str]:
+    """ComfyUI's input and output folders (where node inputs may read clip sets), or
+    ``ANIMEVIDEO_INPUT_DIR`` / ``ANIMEVIDEO_OUTPUT_DIR`` (default ./input, ./output) outside ComfyUI."""
+    if IN_COMFYUI:
+        return {"input": _fp.get_input_directory(), "output": _fp.get_output_directory()}
+    return {"input": os.environ.get("ANIMEVIDEO_INPUT_DIR", os.path.join(os.getcwd(), "input")),
+            "output": os.environ.get("ANIMEVIDEO_OUTPUT_DIR", os.path.join(os.getcwd(), "output"))}
 
 
 def models_dir_hint(kind: str) -> str:
