@@ -88,7 +88,8 @@ def _check_choice(value, allowed, input_name):
 class AnimeVideoClipMetrics:
     DESCRIPTION = ("Scores a generated clip against gold frames, frame by frame: PSNR and SSIM on [0, 255], LPIPS "
                    "(AlexNet or VGG with the released heads), EDMD (LVCD's lineart alignment, when a lineart model is "
-                   "chosen) and TC (LVCD's temporal consistency, when an interpolator is connected for optical flow). "
+                   "chosen), TC (LVCD's temporal consistency, when an interpolator is connected for optical flow) and "
+                   "AniSora's motion-mask precision (when a motion mask is connected). "
                    "Gold is resized to the generated size as the anime pipeline paper does, or both to 256x256 as "
                    "LVCD does. For FVD/FID use the set node: they are not defined on one pair of clips.")
 
@@ -121,14 +122,18 @@ class AnimeVideoClipMetrics:
                                       "frame, either polarity) instead of lineart re-extracted from gold."}),
                 "chunk_size": ("INT", {"default": 8, "min": 1, "max": 256, "tooltip": "Frames per network call. "
                                "Lower uses less memory; the numbers do not change."}),
+                "motion_mask": ("MASK", {"tooltip": "For AniSora's motion-mask precision: where the generated clip "
+                                "may move (1 = may move; one mask, or one per frame). Not connected: skipped."}),
             },
         }
 
-    RETURN_TYPES = ("FLOAT", "FLOAT", "FLOAT", "FLOAT", "FLOAT", "STRING")
-    RETURN_NAMES = ("psnr", "ssim", "lpips", "edmd", "tc", "report")
+    RETURN_TYPES = ("FLOAT", "FLOAT", "FLOAT", "FLOAT", "FLOAT", "FLOAT", "STRING")
+    RETURN_NAMES = ("psnr", "ssim", "lpips", "edmd", "tc", "mask_precision", "report")
     OUTPUT_TOOLTIPS = ("PSNR in dB (higher is better; inf for identical frames).", "SSIM (higher is better).",
                        "LPIPS (lower is better; nan when skipped).", "EDMD in pixels (lower is better; nan when "
                        "skipped).", "TC (1 = as consistent as gold; lower is better; nan when skipped).",
+                       "Motion-mask precision: the share of the generated clip's motion inside motion_mask (higher is "
+                       "better; nan when no mask is connected).",
                        "A readable report: every value with the protocol it used.")
     FUNCTION = "score"
     CATEGORY = CATEGORY
@@ -151,10 +156,11 @@ class AnimeVideoClipMetrics:
         return True
 
     def score(self, generated, gold, resolution="generated", length="shorter", skip_first_frame=False, lpips="alex",
-              lineart_model=NONE, interpolator=None, reference_lineart=None, chunk_size=8):
+              lineart_model=NONE, interpolator=None, reference_lineart=None, chunk_size=8, motion_mask=None):
         _check_choice(lpips, LPIPS_CHOICES, "lpips")
         device = bridge.torch_device()
-        steps = 2 + (lpips != NONE) + (lineart_model not in (NONE, None)) + (interpolator is not None)
+        steps = 2 + (lpips != NONE) + (lineart_model not in (NONE, None)) + (interpolator is not None) + \
+            (motion_mask is not None)
         progress = bridge.Progress(steps, desc="Clip metrics")
         models = []
         try:
@@ -182,13 +188,13 @@ class AnimeVideoClipMetrics:
             report = evaluate.clip_metrics(generated, gold, resolution, length, bool(skip_first_frame), lp,
                                            lineart_fn, reference_lineart, flow_fn, flow_min, int(chunk_size),
                                            on_step=lambda _name: progress.update(1),
-                                           check_interrupt=bridge.check_interrupt)
+                                           check_interrupt=bridge.check_interrupt, motion_mask=motion_mask)
         finally:
             for m in reversed(models):
                 m.__exit__(None, None, None)
             progress.close()
         v = report.values()
-        return (v["psnr"], v["ssim"], v["lpips"], v["edmd"], v["tc"], report.describe())
+        return (v["psnr"], v["ssim"], v["lpips"], v["edmd"], v["tc"], v["mask_precision"], report.describe())
 
 
 class AnimeVideoSetMetrics:

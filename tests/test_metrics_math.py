@@ -14,7 +14,7 @@ import scipy.ndimage
 import torch
 
 from animevideo.pipelines.errors import AnimeVideoInputError
-from animevideo.pipelines.metrics import edmd, pixel, stats, temporal
+from animevideo.pipelines.metrics import edmd, motion_mask, pixel, stats, temporal
 
 
 def scipy_frechet(a: np.ndarray, b: np.ndarray) -> float:
@@ -274,3 +274,21 @@ def test_gold_flows_calls_the_estimator_from_t_plus_1_to_t():
     flows = temporal.gold_flows(gold, fake_flow, chunk=1)
     assert flows.shape == (2, 2, 4, 5)
     assert seen == [([1.0], [0.0]), ([2.0], [1.0])]
+
+
+# ------------------------------------------------------------------------------------------------------
+# Motion-mask precision (AniSora; our reconstruction)
+# ------------------------------------------------------------------------------------------------------
+
+def test_motion_mask_precision_counts_moving_pixels_inside_the_mask():
+    clip = torch.zeros(3, 10, 10, 3)
+    clip[1, 2:4, 2:4] = 1.0  # 4 pixels change in pair 0 and back in pair 1
+    clip[2, 7:9, 1:6] = 1.0  # 10 more pixels change in pair 1
+    mask = torch.zeros(10, 10)
+    mask[:5, :5] = 1
+    r = motion_mask.motion_mask_precision(clip, mask)
+    # pair 0: 4 moving, all inside; pair 1: 4 inside + 10 outside
+    assert r.per_pair == pytest.approx((1.0, 4 / 14))
+    assert r.precision == pytest.approx(8 / 18)
+    assert r.mask_fraction == pytest.approx(0.25)
+    assert math.isnan(motion_mask.motion_mask_precision(torch.zeros(2, 4, 4, 3), torch.ones(4, 4)).precision)

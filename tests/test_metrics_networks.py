@@ -211,3 +211,49 @@ def test_fid_features_and_identical_sets(tiny_inception, one_thread):
     x = torch.rand(1, 299, 299, 3)
     torch.testing.assert_close(features.image_features(tiny_inception, [x]),
                                tiny_inception(x.permute(0, 3, 1, 2) * 2 - 1).double())
+
+
+# ------------------------------------------------------------------------------------------------------
+# I3D internals: TF "SAME" padding and the batch-norm folding the loader applies
+# ------------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("kernel,stride", [((3, 3, 3), (1, 1, 1)), ((7, 7, 7), (2, 2, 2)), ((1, 3, 3), (1, 2, 2)),
+                                           ((2, 2, 2), (2, 2, 2))])
+def test_same_padding_matches_tf_and_the_explicit_pad(kernel, stride):
+    gen = torch.Generator().manual_seed(1)
+    x = torch.rand(1, 3, 9, 15, 14, generator=gen)
+    expected_size = [-(-s // st) for s, st in zip(x.shape[2:], stride)]  # TF SAME: ceil(size / stride)
+    unit = i3d.Unit3D(3, 4, kernel, stride, bn=False, relu=False, bias=True).eval()
+    ref = torch.nn.functional.conv3d(i3d.pad_same(x, kernel, stride), unit.conv3d.weight, unit.conv3d.bias, stride)
+    out = unit(x)
+    assert list(out.shape[2:]) == expected_size
+    torch.testing.assert_close(out, ref)
+    pool = i3d.MaxPoolSame(kernel, stride)
+    pooled = pool(x)  # x >= 0 like the network's post-ReLU inputs
+    assert list(pooled.shape[2:]) == expected_size
+    torch.testing.assert_close(pooled, torch.nn.functional.max_pool3d(i3d.pad_same(x, kernel, stride), kernel, stride))
+
+
+def test_folding_batch_norms_keeps_the_features(tiny_models_dir, one_thread):
+    path = metrics_path(tiny_models_dir, loader.I3D_FILE)
+    plain, fused = loader.load_i3d(path, fuse=False), loader.load_i3d(path)
+    assert any(isinstance(m, torch.nn.BatchNorm3d) for m in plain.modules())
+    assert not any(isinstance(m, torch.nn.BatchNorm3d) for m in fused.modules())
+    x = torch.rand(2, 3, 16, 224, 224, generator=torch.Generator().manual_seed(2)) * 2 - 1
+    a, b = plain(x), fused(x)
+    torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-4 * float(a.abs().max()))
+
+
+def test_fid_blocks_pool_like_the_tf_graph():
+    """pytorch-fid's FID blocks: A, C and the first E average-pool without counting the padding; Mixed_7c max-pools."""
+    torch.manual_seed(3)
+    model = inception.FIDInceptionV3(divisor=16).eval()
+    f = torch.nn.functional
+    avg = lambda x: f.avg_pool2d(x, 3, stride=1, padding=1, count_include_pad=False)  # noqa: E731
+    mx = lambda x: f.max_pool2d(x, 3, stride=1, padding=1)  # noqa: E731
+    for name, cin, pool in (("Mixed_5b", 12, avg), ("Mixed_6b", 48, avg), ("Mixed_7b", 80, avg), ("Mixed_7c", 128, mx)):
+        block = getattr(model, name)
+        x = torch.rand(1, cin, 9, 9) * 4 - 1  # negative values: zero padding would count in a max and an average
+        out = block(x)
+        width = block.branch_pool.conv.out_channels
+        torch.testing.assert_close(out[:, -width:], block.branch_pool(pool(x)))

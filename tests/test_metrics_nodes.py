@@ -57,15 +57,20 @@ def test_nodes_are_registered_with_tooltips():
 def test_clip_node_scores_every_metric_and_identical_clips_score_perfectly(env):
     (handle,) = interp_nodes.AnimeVideoLoadInterpolator().load("anime_interp_full.ckpt")
     gen, gold = frames(0), frames(1)
-    psnr, ssim, lp, edmd, tc, report = ClipNode().score(gen, gold, "generated", "shorter", False, "alex",
-                                                       "sk_model.pth", handle, None, 4)
+    mask = torch.zeros(1, 40, 48)
+    mask[:, :, :24] = 1  # the left half may move
+    psnr, ssim, lp, edmd, tc, mp, report = ClipNode().score(gen, gold, "generated", "shorter", False, "alex",
+                                                           "sk_model.pth", handle, None, 4, mask)
     for value in (psnr, ssim, lp, edmd, tc):
         assert math.isfinite(value)
+    assert mp == pytest.approx(0.5, abs=0.05)  # random frames move everywhere: the mask's share
     assert psnr == pytest.approx(float(evaluate.pixel.psnr_per_frame(gen, gold).mean()))
-    for name in ("PSNR", "SSIM", "LPIPS v0.1 ALEX", "EDMD", "LVCD Eq. 9", "gold resized to the generated 48x40"):
+    for name in ("PSNR", "SSIM", "LPIPS v0.1 ALEX", "EDMD", "LVCD Eq. 9", "gold resized to the generated 48x40",
+                 "MASK P", "mask allows 50.0%"):
         assert name in report
-    psnr, ssim, lp, edmd, tc, report = ClipNode().score(gen, gen.clone(), lpips="vgg", lineart_model="sk_model.pth",
-                                                       interpolator=handle)
+    psnr, ssim, lp, edmd, tc, mp, report = ClipNode().score(gen, gen.clone(), lpips="vgg",
+                                                           lineart_model="sk_model.pth", interpolator=handle)
+    assert math.isnan(mp) and "no motion mask given" in report
     assert math.isinf(psnr) and ssim == pytest.approx(1.0) and lp == 0 and edmd == 0 and tc == pytest.approx(1.0)
     assert "PSNR is infinite" in report
 

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from ..errors import AnimeVideoInputError
 from . import edmd as edmd_mod
 from . import features, pixel, stats, temporal
+from . import motion_mask as motion_mask_mod
 
 RESOLUTIONS = ("generated", "256")
 LENGTHS = ("shorter", "exact")
@@ -98,6 +99,7 @@ class ClipReport:
     lpips: float = math.nan
     edmd: float = math.nan
     tc: float = math.nan
+    mask_precision: float = math.nan
     frames: int = 0
     size: tuple[int, int] = (0, 0)  # (width, height)
     protocol: str = ""
@@ -105,7 +107,8 @@ class ClipReport:
     notes: list[str] = field(default_factory=list)
 
     def values(self) -> dict[str, float]:
-        return {"psnr": self.psnr, "ssim": self.ssim, "lpips": self.lpips, "edmd": self.edmd, "tc": self.tc}
+        return {"psnr": self.psnr, "ssim": self.ssim, "lpips": self.lpips, "edmd": self.edmd, "tc": self.tc,
+                "mask_precision": self.mask_precision}
 
     def as_dict(self) -> dict:
         return {**{k: _json_float(v) for k, v in self.values().items()}, "frames": self.frames,
@@ -115,19 +118,21 @@ class ClipReport:
     def describe(self) -> str:
         lines = [f"Clip vs gold: {self.protocol}"]
         arrows = {"psnr": "dB, higher is better", "ssim": "higher is better", "lpips": "lower is better",
-                  "edmd": "px, lower is better", "tc": "1 = as consistent as gold, lower is better"}
+                  "edmd": "px, lower is better", "tc": "1 = as consistent as gold, lower is better",
+                  "mask_precision": "share of the motion inside the mask, higher is better"}
         for name, value in self.values().items():
+            label = "MASK P" if name == "mask_precision" else name.upper()
             if name in self.methods:
-                lines.append(f"  {name.upper():<6} {_fmt(value):>10}  ({arrows[name]}; {self.methods[name]})")
+                lines.append(f"  {label:<6} {_fmt(value):>10}  ({arrows[name]}; {self.methods[name]})")
             else:
-                lines.append(f"  {name.upper():<6} {'-':>10}  (not computed: {_missing_reason(name)})")
+                lines.append(f"  {label:<6} {'-':>10}  (not computed: {_missing_reason(name)})")
         lines += [f"  note: {n}" for n in self.notes]
         return "\n".join(lines)
 
 
 def _missing_reason(name: str) -> str:
     return {"lpips": "no LPIPS network given", "edmd": "no lineart extractor given",
-            "tc": "no flow network given", "psnr": "-", "ssim": "-"}[name]
+            "tc": "no flow network given", "mask_precision": "no motion mask given", "psnr": "-", "ssim": "-"}[name]
 
 
 def _fmt(v: float) -> str:
@@ -168,10 +173,12 @@ def clip_metrics(generated, gold, resolution: str = "generated", length: str = "
                  lpips_model=None, lineart_fn: Callable[[torch.Tensor], torch.Tensor] | None = None,
                  reference_lineart: torch.Tensor | None = None, flow_fn: temporal.FlowFn | None = None,
                  flow_min_side: int = 0, chunk: int = 8, on_step: Callable[[str], None] | None = None,
-                 check_interrupt: Interrupt | None = None) -> ClipReport:
+                 check_interrupt: Interrupt | None = None, motion_mask: torch.Tensor | None = None) -> ClipReport:
     """Every frame metric that the given networks allow. ``lineart_fn``: colour IMAGE -> LVCD hints (EDMD);
     ``reference_lineart``: the input sketches to compare with (LVCD) instead of lineart re-extracted from gold;
-    ``flow_fn``: a flow estimator for TC (see :func:`temporal.animeinterp_flow`)."""
+    ``flow_fn``: a flow estimator for TC (see :func:`temporal.animeinterp_flow`); ``motion_mask``: MASK (1 = may
+    move) for AniSora's motion-mask precision of the generated frames (our reconstruction, see
+    :mod:`.motion_mask`)."""
     pair = align_pair(generated, gold, resolution, length, skip_first)
     g, r = pair.generated, pair.gold
     report = ClipReport(frames=int(g.shape[0]), size=(int(g.shape[2]), int(g.shape[1])), protocol=pair.protocol,
@@ -228,6 +235,16 @@ def clip_metrics(generated, gold, resolution: str = "generated", length: str = "
             report.methods["tc"] = (f"LVCD Eq. 9, gold flow F(t+1 -> t), no occlusion mask; warping error "
                                     f"{res.generated_error:.4f} generated / {res.gold_error:.4f} gold")
         step("tc")
+    if motion_mask is not None:
+        if g.shape[0] < 2:
+            report.notes.append("motion-mask precision needs at least 2 scored frames; not computed")
+        else:
+            res = motion_mask_mod.motion_mask_precision(g, motion_mask)
+            report.mask_precision = res.precision
+            report.methods["mask_precision"] = (f"AniSora, our reconstruction: frame difference > "
+                                                f"{res.threshold:g}; mask allows {res.mask_fraction * 100:.1f}% "
+                                                "(uniform motion would score that)")
+        step("mask")
     return report
 
 

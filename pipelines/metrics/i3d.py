@@ -60,6 +60,14 @@ def pad_same(x: torch.Tensor, kernel, stride) -> torch.Tensor:
     return F.pad(x, (*pw, *ph, *pt))
 
 
+def symmetric_same_pad(kernel, stride):
+    """TF 'SAME' padding that does not depend on the input size: stride 1 and odd kernels pad (k - 1) / 2 on
+    both sides, so the convolution or pool can pad by itself instead of copying the input through F.pad."""
+    if all(s == 1 and k % 2 == 1 for k, s in zip(kernel, stride)):
+        return tuple((k - 1) // 2 for k in kernel)
+    return None
+
+
 class Unit3D(nn.Module):
     """Conv3d (+ BN + ReLU) with SAME padding; names ``conv3d`` and ``bn`` as in the released file."""
 
@@ -67,22 +75,43 @@ class Unit3D(nn.Module):
                  relu: bool = True, bias: bool = False, eps: float = BN_EPS):
         super().__init__()
         self.kernel, self.stride, self.relu = tuple(kernel), tuple(stride), relu
-        self.conv3d = nn.Conv3d(cin, cout, self.kernel, self.stride, padding=0, bias=bias)
+        self.fixed_pad = symmetric_same_pad(self.kernel, self.stride)
+        self.conv3d = nn.Conv3d(cin, cout, self.kernel, self.stride, padding=self.fixed_pad or 0, bias=bias)
         self.bn = nn.BatchNorm3d(cout, eps=eps, momentum=0.01) if bn else None
 
     def forward(self, x):
-        x = self.conv3d(pad_same(x, self.kernel, self.stride))
+        x = self.conv3d(x if self.fixed_pad is not None else pad_same(x, self.kernel, self.stride))
         if self.bn is not None:
             x = self.bn(x)
-        return F.relu(x) if self.relu else x
+        return F.relu(x, inplace=True) if self.relu else x  # x is this unit's own fresh output
+
+    @torch.no_grad()
+    def fuse_batch_norm(self) -> None:
+        """Fold the (inference-mode) batch norm into the convolution: w' = w g / sqrt(v + eps), b' = beta - m g /
+        sqrt(v + eps). Same function up to rounding, one pass over the activations fewer."""
+        if self.bn is None:
+            return
+        bn, conv = self.bn, self.conv3d
+        scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+        fused = nn.Conv3d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
+                          bias=True, device=conv.weight.device, dtype=conv.weight.dtype)
+        fused.weight.copy_(conv.weight * scale.view(-1, 1, 1, 1, 1))
+        base = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)
+        fused.bias.copy_(bn.bias + (base - bn.running_mean) * scale)
+        self.conv3d, self.bn = fused.requires_grad_(False), None
 
 
 class MaxPoolSame(nn.Module):
     def __init__(self, kernel, stride):
         super().__init__()
         self.kernel, self.stride = tuple(kernel), tuple(stride)
+        self.fixed_pad = symmetric_same_pad(self.kernel, self.stride)
 
-    def forward(self, x):  # inputs follow a ReLU, so zero padding never wins a max
+    def forward(self, x):
+        # inputs follow a ReLU (>= 0), so the zero padding of TF's graph and max_pool3d's own (-inf) padding
+        # give the same maxima
+        if self.fixed_pad is not None:
+            return F.max_pool3d(x, self.kernel, self.stride, padding=self.fixed_pad)
         return F.max_pool3d(pad_same(x, self.kernel, self.stride), self.kernel, self.stride)
 
 
@@ -137,6 +166,15 @@ class InceptionI3d(nn.Module):
     @property
     def dtype(self):
         return next(self.parameters()).dtype
+
+    def fuse_batch_norms(self) -> "InceptionI3d":
+        """For inference: every batch norm folded into its convolution (the state dict no longer has the released
+        layout afterwards; the loader fuses after loading)."""
+        for m in self.modules():
+            if isinstance(m, Unit3D):
+                m.fuse_batch_norm()
+        self.fused = True
+        return self
 
     def trunk(self, x: torch.Tensor) -> torch.Tensor:
         """Every layer up to Mixed_5c (any input size)."""

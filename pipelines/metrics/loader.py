@@ -67,7 +67,8 @@ def _wrong(name: str, sd: dict, kind: str) -> AnimeVideoModelError:
     return AnimeVideoModelError(f"'{name}' is {describe_state_dict(sd)}, not what this input needs. {WHERE[kind]}")
 
 
-def load_i3d(path: str) -> i3d_net.InceptionI3d:
+def load_i3d(path: str, fuse: bool = True) -> i3d_net.InceptionI3d:
+    """``fuse``: fold the batch norms into the convolutions (inference only; same features up to rounding)."""
     name = os.path.basename(path)
     sd = _read(path)
     if not i3d_net.is_i3d_state_dict(sd):
@@ -76,6 +77,8 @@ def load_i3d(path: str) -> i3d_net.InceptionI3d:
         model = i3d_net.build_from_state_dict(sd)
     except AnimeVideoModelError as e:
         raise AnimeVideoModelError(f"'{name}': {e}. {WHERE['i3d']}") from None
+    if fuse:
+        model.fuse_batch_norms()
     model.source = name
     return model
 
