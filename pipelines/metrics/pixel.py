@@ -13,8 +13,6 @@ SSIM and the same PSNR as [0, 255] because both are scale-free once the data ran
 """
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 
@@ -86,10 +84,3 @@ def _ssim_map(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     cov = blur(a * b) - mu_a * mu_b
     c1, c2 = (SSIM_K1 * DATA_RANGE) ** 2, (SSIM_K2 * DATA_RANGE) ** 2
     return ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a ** 2 + mu_b ** 2 + c1) * (var_a + var_b + c2))
-
-
-def mean_finite_aware(values: torch.Tensor) -> float:
-    """The mean, inf when any value is inf (identical frames in PSNR), nan for no values."""
-    if values.numel() == 0:
-        return math.nan
-    return float(values.mean())

@@ -14,7 +14,6 @@ so this is exact and has no complex parts, unlike a general ``sqrtm(A @ B)``; tf
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -151,8 +150,3 @@ def _mmd2_unbiased(x: torch.Tensor, y: torch.Tensor) -> float:
     within_x = (kxx.sum() - kxx.diagonal().sum()) / (m * (m - 1))
     within_y = (kyy.sum() - kyy.diagonal().sum()) / (n * (n - 1))
     return float(within_x + within_y - 2 * kxy.mean())
-
-
-def finite_or_nan(value) -> float:
-    value = float(value)
-    return value if math.isfinite(value) else math.nan
