@@ -5,10 +5,12 @@ and plans the output frames, ``run`` makes them pair by pair with the model.
 """
 from __future__ import annotations
 
+import math
 import os
 
 import torch
 
+from ..pipelines import memory, storyboard
 from ..pipelines.checkpoint_io import FileIdentity
 from ..pipelines.errors import AnimeVideoInputError, AnimeVideoModelError
 from ..pipelines.image_ops import comfy_image_to_bchw
@@ -17,7 +19,8 @@ from ..pipelines.interpolate import run as interp_run
 from ..pipelines.interpolate import timing
 from ..pipelines.model_cache import MODEL_CACHE
 from . import comfy_bridge as bridge
-from .common import ModelOnDevice, resolve_model_file, validate_model_inputs
+from .common import (ModelOnDevice, check_clip_memory, clip_bytes, input_copy_bytes, resolve_model_file,
+                     validate_model_inputs)
 
 INTERPOLATOR = "ANIMEVIDEO_INTERPOLATOR"
 KIND = "interpolation"
@@ -25,6 +28,8 @@ EXTENSIONS = (".ckpt", ".pth", ".pt", ".safetensors", ".sft")
 DTYPES = list(interp_loader.DTYPES)
 CATEGORY = "AnimeVideo/Interpolate"
 MAX_MULTIPLIER = 16
+MEMORY_ADVICE = ("Lower multiplier or target_fps, interpolate before upscaling (smaller frames), or interpolate "
+                 "fewer frames at once " + memory.CHUNK_ADVICE + ".")
 
 
 def interpolator_names() -> list[str]:
@@ -105,7 +110,7 @@ def clip_frames(frames) -> torch.Tensor:
 
 
 def target_rate(source_fps: float, multiplier: int, target_fps: float) -> float:
-    if not source_fps or source_fps <= 0:
+    if not isinstance(source_fps, (int, float)) or not math.isfinite(source_fps) or source_fps <= 0:
         raise AnimeVideoInputError(f"source_fps: {source_fps} is not a frame rate; give the clip's real rate (> 0), "
                                    "e.g. 24, 23.976 or 12.")
     if target_fps is None or target_fps == 0:
@@ -114,8 +119,9 @@ def target_rate(source_fps: float, multiplier: int, target_fps: float) -> float:
                 f"multiplier: {multiplier} is not allowed; use a whole number from 1 to {MAX_MULTIPLIER} (2, 4 or 8 "
                 "are usual; 1 keeps the frame rate and only fills in repeated drawings), or set target_fps.")
         return float(source_fps) * int(multiplier)
-    if target_fps < 0:
-        raise AnimeVideoInputError(f"target_fps: {target_fps} is negative; give the output rate in frames per second, "
+    if not math.isfinite(target_fps) or target_fps < 0:
+        raise AnimeVideoInputError(f"target_fps: {target_fps} is not allowed; give the output rate in frames per "
+                                   "second, "
                                    "or 0 to use the multiplier.")
     return float(target_fps)
 
@@ -160,11 +166,16 @@ class AnimeVideoInterpolate:
             },
         }
 
-    RETURN_TYPES = ("IMAGE", "FLOAT", "STRING")
-    RETURN_NAMES = ("frames", "fps", "info")
+    # timeline is last, so the slots of workflows made before it existed stay where they were
+    RETURN_TYPES = ("IMAGE", "FLOAT", "STRING", "IMAGE")
+    RETURN_NAMES = ("frames", "fps", "info", "timeline")
     OUTPUT_TOOLTIPS = ("The re-timed clip as an IMAGE batch [frames, H, W, 3].",
                        "The new frame rate, for core's Create Video.",
-                       "What dedup and scene-cut detection found and how the frames were made.")
+                       "What dedup and scene-cut detection found and how the frames were made (also shown on "
+                       "the node after a run).",
+                       "One picture of the same: source frames grouped into drawings (held frames on twos/threes "
+                       "form one block), scene cuts as red bars, output frames green when new (interpolated) "
+                       "and grey when copied. Connect a Preview Image.")
     FUNCTION = "interpolate"
     CATEGORY = CATEGORY
 
@@ -183,11 +194,11 @@ class AnimeVideoInterpolate:
         n, h, w, _ = clip.shape
         header = (f"AnimeInterp ({handle.name}), {int(flow_iterations)} flow refinement steps from zero initial flow "
                   f"(no segment-guided matching).")
+        analysis = timing.analyze_clip(clip, bool(dedup), float(dedup_threshold), float(scene_cut_threshold))
         if n == 1:
             info = [header, f"Only 1 frame: nothing to interpolate between; returned unchanged at {new_fps:g} fps."]
-            return (clip.contiguous(), float(new_fps), "\n".join(info))
+            return with_info(clip.contiguous(), new_fps, info, analysis, [timing.OutFrame(0)], source_fps, clip)
 
-        analysis = timing.analyze_clip(clip, bool(dedup), float(dedup_threshold), float(scene_cut_threshold))
         plan = timing.plan_retiming(analysis, float(source_fps), new_fps)
         lines = [header] + timing.describe(analysis, plan, float(source_fps), new_fps)
         model = handle.model
@@ -195,6 +206,13 @@ class AnimeVideoInterpolate:
         if size != (h, w):
             lines.append(f"Frames padded from {w}x{h} to {size[1]}x{size[0]} for the model and cropped back.")
 
+        needs_model = not all(f.is_copy for f in plan)
+        on_cpu = bridge.torch_device().type == "cpu"
+        working = input_copy_bytes(frames)
+        if needs_model and on_cpu:
+            working += interp_run.working_bytes(model.cfg, *size)
+        check_clip_memory(f"interpolating {n} frames of {w}x{h} to {len(plan)} frames", clip_bytes(len(plan), h, w),
+                          working, MEMORY_ADVICE)
         progress = bridge.Progress(len(plan), desc="AnimeInterp")
 
         def on_frame(done, total, frame=None):
@@ -204,7 +222,7 @@ class AnimeVideoInterpolate:
             progress.set(done, preview)
 
         try:
-            if all(f.is_copy for f in plan):  # nothing to interpolate (e.g. x1 on a clip on ones): no model
+            if not needs_model:  # nothing to interpolate (e.g. x1 on a clip on ones): no model
                 out, _ = interp_run.interpolate_clip(model, clip, plan, on_frame=on_frame)
             else:
                 with ModelOnDevice(model, handle.keep_on_gpu, interp_run.working_bytes(model.cfg, *size)):
@@ -212,7 +230,15 @@ class AnimeVideoInterpolate:
                                                          on_frame=on_frame, check_interrupt=bridge.check_interrupt)
         finally:
             progress.close()
-        return (out, float(new_fps), "\n".join(lines))
+        return with_info(out, new_fps, lines, analysis, plan, source_fps, clip)
+
+
+def with_info(frames, new_fps, lines, analysis, plan, source_fps, clip):
+    """The node's outputs, plus its info text as a ``ui`` entry the pack's js/ extension shows on the node."""
+    info = "\n".join(lines)
+    picture, _ = storyboard.interpolation_timeline(analysis, plan, float(source_fps), float(new_fps), clip)
+    timeline = torch.from_numpy(picture).float().div(255)[None]
+    return {"ui": {"text": [info]}, "result": (frames, float(new_fps), info, timeline)}
 
 
 NODE_CLASS_MAPPINGS = {

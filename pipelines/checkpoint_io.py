@@ -28,6 +28,10 @@ def resolve_in_folders(name: str, folders: Iterable[str], input_name: str = "ckp
     folders = [f for f in folders if f]
     if not isinstance(name, str) or not name.strip():
         raise AnimeVideoInputError(f"{input_name}: no model name given.")
+    if any(ord(c) < 32 or ord(c) == 127 for c in name):  # NUL and other control characters (possible via the API)
+        raise AnimeVideoInputError(
+            f"{input_name}: {name!r} contains control characters (e.g. NUL), which no file name has; pick a file "
+            "from the list.")
     norm = name.replace("\\", "/")
     parts = [p for p in norm.split("/") if p not in ("", ".")]
     if os.path.isabs(name) or norm.startswith("/") or ".." in parts or (len(name) > 1 and name[1] == ":"):
@@ -69,6 +73,33 @@ class FileIdentity:
         return cls(real, st.st_size, st.st_mtime_ns)
 
 
+# The CPU allocator's alignment: fresh tensors start on 64-byte boundaries.
+CPU_ALIGNMENT = 64
+
+
+def owned_tensor(t: torch.Tensor) -> torch.Tensor:
+    """``t`` in an aligned allocation of its own.
+
+    safetensors (0.8 and later) serves tensors straight from the memory-mapped file, at whatever offset the
+    header leaves, and CPU kernels take other code paths (other rounding, ~1e-6) on unaligned weights: the
+    same weights would compute differently depending on the file's layout (an sgm file vs a diffusers
+    folder). One copy of each unaligned tensor at load makes every load path compute the same."""
+    if t.device.type == "cpu" and t.data_ptr() % CPU_ALIGNMENT:
+        return t.clone()
+    return t
+
+
+def own_module_tensors(module: torch.nn.Module) -> torch.nn.Module:
+    """Every parameter and buffer of ``module`` in aligned memory of its own (see owned_tensor): for modules
+    from diffusers' / transformers' ``from_pretrained``, which keep safetensors' memory-mapped tensors."""
+    for sub in module.modules():
+        for group in (sub._parameters, sub._buffers):
+            for name, t in group.items():
+                if t is not None:
+                    t.data = owned_tensor(t.data)
+    return module
+
+
 def read_state_dict(path: str, device: str = "cpu") -> dict[str, torch.Tensor]:
     """Load every tensor of a checkpoint file. Lightning-style ``{"state_dict": …}`` wrappers are unwrapped."""
     lower = path.lower()
@@ -77,7 +108,7 @@ def read_state_dict(path: str, device: str = "cpu") -> dict[str, torch.Tensor]:
         from safetensors.torch import load_file
 
         try:
-            return load_file(path, device=device)
+            return {k: owned_tensor(v) for k, v in load_file(path, device=device).items()}
         except Exception as e:  # SafetensorError, OSError: truncated or corrupt
             raise AnimeVideoModelError(damaged_file_message(name, e)) from None
     if lower.endswith(PICKLE_EXTENSIONS):

@@ -62,7 +62,8 @@ from contextlib import contextmanager
 import torch
 import torch.nn.functional as F
 
-from ..checkpoint_io import SAFETENSORS_EXTENSIONS, PICKLE_EXTENSIONS, damaged_file_message, unwrap_state_dict
+from ..checkpoint_io import (SAFETENSORS_EXTENSIONS, PICKLE_EXTENSIONS, damaged_file_message,
+                             own_module_tensors, owned_tensor, unwrap_state_dict)
 from ..errors import AnimeVideoInputError, AnimeVideoModelError
 from .model import AniSoraHooks, AniSoraModel, AniSoraRequest, AniSoraResult, TextConditioning, on_device
 
@@ -157,7 +158,7 @@ def _read_checkpoint(path: str) -> dict[str, torch.Tensor]:
         from safetensors.torch import load_file
 
         try:
-            return load_file(path)
+            return {k: owned_tensor(v) for k, v in load_file(path).items()}
         except Exception as e:
             raise AnimeVideoModelError(damaged_file_message(name, e)) from None
     if not lower.endswith(PICKLE_EXTENSIONS):
@@ -548,7 +549,7 @@ def load_cogvideox(transformer_path_or_folder: str, vae_path_or_none: str | None
             transformer = CogVideoXTransformer3DModel.from_pretrained(tdir, torch_dtype=dtype, **common)
         except Exception as e:
             raise AnimeVideoModelError(damaged_file_message(os.path.basename(tdir), e)) from None
-        transformer = transformer.eval().requires_grad_(False)
+        transformer = own_module_tensors(transformer).eval().requires_grad_(False)
         layout = "diffusers-folder"
         root = os.path.dirname(tdir) if tdir != path else path
         sched = _read_json(os.path.join(root, "scheduler", "scheduler_config.json"))
@@ -573,7 +574,7 @@ def load_cogvideox(transformer_path_or_folder: str, vae_path_or_none: str | None
             vae = AutoencoderKLCogVideoX.from_pretrained(vae_path_or_none, torch_dtype=vae_dtype_for(dtype), **common)
         except Exception as e:
             raise AnimeVideoModelError(damaged_file_message(os.path.basename(vae_path_or_none), e)) from None
-        vae = vae.eval().requires_grad_(False)
+        vae = own_module_tensors(vae).eval().requires_grad_(False)
     else:
         vae = _load_vae_file(vae_path_or_none, vae_dtype_for(dtype))
     if vae.config.latent_channels * 2 != cfg.in_channels:

@@ -13,7 +13,9 @@ import types
 import torch
 import torch.nn.functional as F
 
-from ..checkpoint_io import SAFETENSORS_EXTENSIONS, damaged_file_message, read_state_dict
+from .. import dependencies
+from ..checkpoint_io import (SAFETENSORS_EXTENSIONS, damaged_file_message, own_module_tensors, owned_tensor,
+                             read_state_dict)
 from ..errors import AnimeVideoModelError
 from . import wan_keys
 from .model import AniSoraModel
@@ -213,7 +215,7 @@ def read_cast(path: str, dtype_for) -> dict[str, torch.Tensor]:
         try:
             with safe_open(path, framework="pt") as f:
                 for k in f.keys():
-                    out[k] = cast(k, f.get_tensor(k))
+                    out[k] = owned_tensor(cast(k, f.get_tensor(k)))
         except Exception as e:
             raise AnimeVideoModelError(damaged_file_message(os.path.basename(path), e)) from None
         return out
@@ -226,7 +228,7 @@ def load_wan_transformer(path: str, compute: torch.dtype, storage: torch.dtype |
 
     if os.path.isdir(path):
         sub = os.path.join(path, "transformer") if os.path.isdir(os.path.join(path, "transformer")) else path
-        model = WanTransformer3DModel.from_pretrained(sub, torch_dtype=compute, local_files_only=True)
+        model = own_module_tensors(WanTransformer3DModel.from_pretrained(sub, torch_dtype=compute, local_files_only=True))
         cfg = dict(model.config)
     else:
         keys, meta = peek(path)
@@ -263,7 +265,7 @@ def load_wan_vae(path: str, dtype: torch.dtype = torch.float32):
 
     if os.path.isdir(path):
         sub = os.path.join(path, "vae") if os.path.isdir(os.path.join(path, "vae")) else path
-        return AutoencoderKLWan.from_pretrained(sub, torch_dtype=dtype, local_files_only=True).eval()
+        return own_module_tensors(AutoencoderKLWan.from_pretrained(sub, torch_dtype=dtype, local_files_only=True)).eval()
     sd = wan_keys.vae_to_diffusers(read_cast(path, lambda k: dtype))
     cfg = wan_keys.vae_config(sd)
     with empty_parameters():
@@ -296,6 +298,7 @@ def load_anisora(transformer_path: str, vae_path: str | None, dtype_name: str = 
                  device: torch.device | str = "cpu") -> AniSoraModel:
     """Detect the backbone and load it (Wan here, CogVideoX through ``cogvideox.load_cogvideox``)."""
     backbone = detect_backbone(transformer_path)
+    dependencies.require("AniSora V2/V3 (Wan2.1)" if backbone == "wan" else "AniSora V1 (CogVideoX)")
     if backbone == "wan":
         return load_wan(transformer_path, vae_path, dtype_name, device)
     mod, err = _cogvideox_module()

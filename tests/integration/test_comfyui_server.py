@@ -19,9 +19,10 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 WORKFLOWS = os.path.join(ROOT, "workflows")
 API = os.path.join(WORKFLOWS, "api")
-EXAMPLES = os.path.join(ROOT, "examples")
+EXAMPLES = os.path.join(ROOT, "example_inputs")
 OUR_PREFIX = "AnimeVideo"
 WIDGET_TYPES = ("INT", "FLOAT", "STRING", "BOOLEAN", "COMBO")
+VIDEO_EXTENSIONS = (".mp4", ".webm", ".mkv", ".mov")
 UPLOAD_FLAGS = ("image_upload", "video_upload", "audio_upload", "animated_image_upload", "mesh_upload")
 SEED_NAMES = ("seed", "noise_seed")
 
@@ -48,8 +49,12 @@ MEMTEST_POLL_S = 30.0
 MEMTEST_IDLE_S = 2.0
 MEMTEST_FREE_TRIES = 2
 
-API_FILES = sorted(glob.glob(os.path.join(API, "*.json")))
-UI_FILES = sorted(glob.glob(os.path.join(WORKFLOWS, "*.json")))
+# workflows/*.json are the Templates browser's; workflows/experimental/ (GANime: no public weights) are not
+# listed there but run here like the others.
+TEMPLATE_FILES = sorted(glob.glob(os.path.join(WORKFLOWS, "*.json")))
+EXPERIMENTAL_UI = sorted(glob.glob(os.path.join(WORKFLOWS, "experimental", "*.json")))
+API_FILES = sorted(glob.glob(os.path.join(API, "*.json")) + glob.glob(os.path.join(API, "experimental", "*.json")))
+UI_FILES = TEMPLATE_FILES + EXPERIMENTAL_UI
 
 
 def stem(path):
@@ -62,7 +67,7 @@ def load(path):
 
 
 def api_copy(ui_path):
-    return os.path.join(API, os.path.basename(ui_path))
+    return os.path.join(API, os.path.relpath(ui_path, WORKFLOWS))
 
 
 def is_link(v):
@@ -210,33 +215,37 @@ def saved_files(result) -> list[dict]:
     return files
 
 
-def video_props(comfy, path) -> dict:
-    """Frame count and size of a saved video, read with PyAV in ComfyUI's Python (which has it)."""
-    code = ("import av, json, sys\n"
-            "c = av.open(sys.argv[1]); s = c.streams.video[0]\n"
-            "n = sum(1 for _ in c.decode(s))\n"
-            "print(json.dumps({'frames': n, 'width': s.codec_context.width, 'height': s.codec_context.height}))\n")
-    r = subprocess.run([comfy.comfy_python, "-c", code, path], capture_output=True, text=True, timeout=120)
+VIDEO_PROBE = """
+import av, json, sys
+c = av.open(sys.argv[1]); s = c.streams.video[0]
+n = sum(1 for _ in c.decode(s))
+props = {'frames': n, 'width': s.codec_context.width, 'height': s.codec_context.height}
+audio = {'audio_streams': len(c.streams.audio)}
+if c.streams.audio:
+    c.seek(0)
+    a = c.streams.audio[0]
+    samples = sum(f.samples for f in c.decode(a))
+    audio.update(audio_seconds=samples / a.sample_rate, audio_rate=a.sample_rate)
+print(json.dumps([props, audio]))
+"""
+
+
+def video_probe(comfy, path) -> tuple[dict, dict]:
+    """({frames, width, height}, {audio_streams[, audio_seconds, audio_rate]}) of a video file, read with
+    PyAV in ComfyUI's Python (which has it)."""
+    r = subprocess.run([comfy.comfy_python, "-c", VIDEO_PROBE, path], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, f"could not read {path} with PyAV: {r.stderr[-2000:]}"
-    return json.loads(r.stdout.strip().splitlines()[-1])
+    props, audio = json.loads(r.stdout.strip().splitlines()[-1])
+    return props, audio
+
+
+def video_props(comfy, path) -> dict:
+    """Frame count and size of a saved video."""
+    return video_probe(comfy, path)[0]
 
 
 @pytest.fixture(scope="session")
-def uploaded_examples(comfy):
-    """Every example image, uploaded through POST /upload/image (as the canvas does)."""
-    names = []
-    for path in sorted(glob.glob(os.path.join(EXAMPLES, "*"))):
-        if path.lower().endswith((".png", ".jpg", ".jpeg", ".webp")):
-            answer = comfy.upload_image(path)
-            assert answer["name"] == os.path.basename(path), answer
-            assert os.path.isfile(os.path.join(comfy.input_dir, answer.get("subfolder", ""), answer["name"]))
-            names.append(answer["name"])
-    return names
-
-
-@pytest.fixture(scope="session")
-def object_info(comfy, uploaded_examples):
-    # fetched after the uploads, so LoadImage's combo lists the example images
+def object_info(comfy):
     return comfy.object_info(refresh=True)
 
 
@@ -278,10 +287,92 @@ def test_object_info_lists_every_node(comfy, our_nodes):
     assert not stray, f"/object_info has {OUR_PREFIX}* nodes not in NODE_CLASS_MAPPINGS: {stray}"
 
 
+def test_example_inputs_are_in_input_at_start_and_the_users_file_is_kept(comfy, object_info):
+    """The pack copied its example inputs into input/ while loading (nothing was uploaded), except the one name
+    the user already had a picture under, which is byte for byte the user's."""
+    users_name, users_bytes = comfy.users_picture
+    at_start = comfy.input_files_at_start
+    names = sorted(os.listdir(EXAMPLES))
+    assert users_name in names
+    for name in names:
+        assert name in at_start, f"{name} is not in input/ after the pack loaded"
+        if name == users_name:
+            assert at_start[name] == users_bytes, "the user's picture was replaced by the example input"
+        else:
+            with open(os.path.join(EXAMPLES, name), "rb") as f:
+                assert at_start[name] == f.read(), f"input/{name} differs from example_inputs/{name}"
+    videos = {n for n in names if n.lower().endswith(VIDEO_EXTENSIONS)}
+    assert set(names) - videos <= set(object_info["LoadImage"]["input"]["required"]["image"][0])
+    assert videos <= set(combo_options(*input_specs(object_info["LoadVideo"])["file"][:2])), videos
+
+
+def test_front_end_extension_is_listed_and_served(comfy):
+    """WEB_DIRECTORY (./js) is registered: GET /extensions lists the pack's script under the pack's folder
+    name, and GET /extensions/<folder>/<file> serves the file as it is."""
+    import requests
+
+    folder = os.path.basename(comfy.pack_link)
+    scripts = sorted(glob.glob(os.path.join(ROOT, "js", "*.js")))
+    assert scripts, "js/ holds no script"
+    listed = comfy.get("/extensions")
+    for path in scripts:
+        url = f"/extensions/{folder}/{os.path.basename(path)}"
+        assert url in listed, f"{url} not in GET /extensions: {[u for u in listed if folder in u]}"
+        r = requests.get(comfy.url + url, timeout=30)
+        assert r.status_code == 200, f"GET {url} answered {r.status_code}"
+        with open(path, "rb") as f:
+            assert r.content == f.read()
+        assert "javascript" in r.headers.get("Content-Type", ""), r.headers.get("Content-Type")
+
+
+def test_example_video_has_frames_and_a_sound_track_and_regenerates(comfy, tmp_path):
+    """example_inputs/ ships a small MP4 with audio for the video workflows; scripts/make_example_video.py
+    (run with ComfyUI's Python, which has PyAV) writes the same picture and sound."""
+    name = "animevideo_example_clip_with_audio.mp4"
+    shipped = os.path.join(EXAMPLES, name)
+    assert os.path.getsize(shipped) < 200 * 1024
+    props, audio = video_probe(comfy, shipped)
+    assert props == {"frames": 12, "width": 256, "height": 144}, props
+    assert audio["audio_streams"] == 1 and abs(audio["audio_seconds"] - 1.0) < 0.1, audio
+    r = subprocess.run([comfy.comfy_python, os.path.join(ROOT, "scripts", "make_example_video.py"), str(tmp_path)],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    code = ("import av, sys, numpy as np\n"
+            "def frames(p):\n"
+            "    with av.open(p) as c:\n"
+            "        return np.stack([f.to_ndarray(format='rgb24') for f in c.decode(video=0)]).astype(np.int16)\n"
+            "a, b = frames(sys.argv[1]), frames(sys.argv[2])\n"
+            "print(a.shape == b.shape and float(np.abs(a - b).mean()))\n")
+    r = subprocess.run([comfy.comfy_python, "-c", code, shipped, str(tmp_path / name)], capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    diff = r.stdout.strip().splitlines()[-1]
+    assert diff != "False" and float(diff) < 1.0, f"the script draws another video (mean |diff| {diff})"
+
+
 def test_shipped_svd_models_are_listed(comfy, object_info):
     names = object_info["AnimeVideoLoadSVD"]["input"]["required"]["ckpt_name"][0]
     assert "svd_xt.safetensors" in names
     assert "stable-video-diffusion-img2vid-xt" in names
+
+
+# ---------------------------------------------------------------------------------------------
+# Templates browser
+# ---------------------------------------------------------------------------------------------
+
+def test_every_workflow_template_opens(comfy):
+    """What the Templates browser does: list the pack's templates, then fetch each one by name."""
+    import requests
+
+    pack = os.path.basename(comfy.pack_link)
+    listing = comfy.get("/api/workflow_templates")
+    assert sorted(listing.get(pack, [])) == sorted(stem(p) for p in TEMPLATE_FILES), listing.get(pack)
+    assert EXPERIMENTAL_UI and not {stem(p) for p in EXPERIMENTAL_UI} & set(listing[pack])
+    for name in listing[pack]:
+        r = requests.get(f"{comfy.url}/api/workflow_templates/{pack}/{name}.json", timeout=30)
+        assert r.status_code == 200, f"template {name}: GET answered {r.status_code}"
+        with open(os.path.join(WORKFLOWS, name + ".json"), "rb") as f:
+            assert r.content == f.read(), f"template {name}: the server sent something else than the file"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -354,12 +445,15 @@ def test_ui_workflow_matches_object_info_and_api_copy(path, object_info):
 # ---------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("path", API_FILES, ids=stem)
-def test_api_workflow_runs_and_saves(path, comfy, uploaded_examples):
-    prompt = small_run_prompt(path, **MULTI_SEGMENT.get(stem(path), {}))
+def test_api_workflow_runs_and_saves(path, comfy):
+    """Each shipped workflow as queued from a fresh install: nothing is uploaded, the Load Image files are the
+    pack's own copies in input/ (or, for animevideo_example_first_frame.png, the user's picture of that name)."""
+    prompt = small_run_prompt(path, **MULTI_SEGMENT.get(stem(path), {}), **MORE_FRAMES.get(stem(path), {}))
     started = time.time()
-    result = comfy.run(prompt, timeout=600)
-    assert "execution_success" in result.types, result.describe() + "\n" + comfy.log_tail()
-    assert result.status == "success", result.describe()
+    # the server starts with ComfyUI's default preview method 'none'; the frontend's setting comes per prompt
+    result = comfy.run(prompt, timeout=600, extra_data={"preview_method": "auto"})
+    assert "execution_success" in result.types, f"workflow {stem(path)}: {result.describe()}"
+    assert result.status == "success", f"workflow {stem(path)}: {result.describe()}"
     assert not result.of_type("execution_error")
 
     progress = result.of_type("progress")
@@ -372,17 +466,35 @@ def test_api_workflow_runs_and_saves(path, comfy, uploaded_examples):
         previews = [d for d in result.of_type("binary") if d["event"] == 1]
         assert previews, f"latent_preview is on in nodes {wants_preview} but no preview image arrived"
 
+    outputs = (result.history or {}).get("outputs", {})
+    for node_id in ours:  # nodes that explain what they did also send it as ui text, for js/animevideo_info.js
+        if prompt[node_id]["class_type"] in UI_TEXT_NODES:
+            text = outputs.get(node_id, {}).get("text")
+            assert isinstance(text, list) and text and all(isinstance(t, str) and t for t in text), (
+                f"node {node_id} ({prompt[node_id]['class_type']}) sent no ui text: {outputs.get(node_id)}")
+    for node_id, needle in EXPECTED_INFO.get(stem(path), {}).items():
+        assert needle in outputs[node_id]["text"][0], outputs[node_id]["text"][0]
+
     files = saved_files(result)
     assert files, f"no files in the history outputs: {result.history.get('outputs')}"
+    videos = 0
     for entry in files:
-        assert entry.get("type") == "output", entry
-        on_disk = os.path.join(comfy.output_dir, entry.get("subfolder", ""), entry["filename"])
+        # previews (Preview Image of a timeline or storyboard) go to temp/, saved clips to output/
+        assert entry.get("type") in ("output", "temp"), entry
+        folder = comfy.output_dir if entry["type"] == "output" else os.path.join(comfy.base, "temp")
+        on_disk = os.path.join(folder, entry.get("subfolder", ""), entry["filename"])
         assert os.path.isfile(on_disk), f"{on_disk} is in the history but not on disk"
         assert os.path.getsize(on_disk) > 0 and os.path.getmtime(on_disk) >= started - 1
-        if on_disk.endswith((".mp4", ".webm", ".mkv", ".mov")):
-            props = video_props(comfy, on_disk)
+        if on_disk.endswith(VIDEO_EXTENSIONS):
+            videos += 1
+            assert entry["type"] == "output", entry
+            props, audio = video_probe(comfy, on_disk)
             default = {"frames": SMALL["num_frames"], "width": SMALL["width"], "height": SMALL["height"]}
-            assert props == EXPECTED_VIDEO.get(os.path.basename(path)[:-5], default), props
+            assert props == EXPECTED_VIDEO.get(stem(path), default), props
+            if stem(path) in KEEPS_SOURCE_AUDIO:  # the example video's 1 s sound track, carried through
+                assert audio["audio_streams"] == 1 and abs(audio["audio_seconds"] - 1.0) < 0.1, audio
+            else:
+                assert audio["audio_streams"] == 0, audio
 
 
 # Long-video workflows get segments short enough that the small run still samples several overlapping
@@ -391,6 +503,9 @@ MULTI_SEGMENT = {
     "lvcd_colorize_lineart": {"segment_length": 6, "overlap": 2},  # 12 frames: 0-5, 4-9, 6-11
     "svd_long_image_to_video": {"num_frames": 8, "segment_length": 4, "overlap": 1},  # 0-3, 3-6, 4-7
 }
+# Workflows whose model needs another frame count than SMALL's 3 to sample a real clip: AniSora V1 takes 8k+1
+# frames (3 would snap to 1), 9 = the tiny V1's trained 3 latent frames.
+MORE_FRAMES = {"anisora_v1_image_to_video": {"num_frames": 9}}
 
 
 # Workflows whose clip size SMALL does not set: they load the 12-frame 256x144 example clip (drawn on twos).
@@ -406,7 +521,106 @@ EXPECTED_VIDEO = {
     "anisora_image_to_video": {"frames": 5, "width": 64, "height": 64},  # 3 frames snapped to 4k+1
     "anisora_keyframe_inbetween": {"frames": 5, "width": 64, "height": 64},
     "anisora_localized_animation": {"frames": 5, "width": 64, "height": 64},
+    "anisora_v1_image_to_video": {"frames": 9, "width": 64, "height": 64},  # 8k+1 = the tiny V1's 3 latent frames
+    "anisora_interpolate_upscale": {"frames": 10, "width": 256, "height": 256},  # 5 frames, x2, x4
+    # the example video (12 frames, 256x144, 12 fps, with sound): x2, x4
+    "video_interpolate_upscale_keep_audio": {"frames": 24, "width": 1024, "height": 576},
+    # colorized at 64x64 (SMALL), scaled back to the video's size, one frame per source frame
+    "lvcd_colorize_video": {"frames": 12, "width": 256, "height": 144},
 }
+# What our nodes must have found, by workflow and node id (the ui text the node shows).
+EXPECTED_INFO = {
+    # the example video's held drawings survive H.264: dedup still sees the clip on twos
+    "video_interpolate_upscale_keep_audio": {"4": "6 distinct drawings in 12 frames, on twos"},
+    "anisora_interpolate_upscale": {"17": "Frame 0: keyframe, strength 1."},
+}
+# Workflows that load the example video and must save its sound track with the new frames.
+KEEPS_SOURCE_AUDIO = {"video_interpolate_upscale_keep_audio", "lvcd_colorize_video"}
+# Our nodes that return {"ui": {"text": [info]}} (shown on the node by js/animevideo_info.js).
+UI_TEXT_NODES = {"AnimeVideoInterpolate", "AnimeVideoGuidePreview"}
+
+
+def test_video_without_sound_gives_a_video_without_sound(comfy, tmp_path):
+    """The video workflows link Get Video Components' audio to Create Video: a source with no sound track
+    gives None there, and the saved clip simply has no audio stream (no error)."""
+    name = "animevideo_test_silent.mp4"
+    code = ("import av, sys\n"
+            "src = av.open(sys.argv[1]); out = av.open(sys.argv[2], 'w', format='mp4')\n"
+            "v = out.add_stream_from_template(src.streams.video[0])\n"
+            "for p in src.demux(src.streams.video[0]):\n"
+            "    if p.dts is not None:\n"
+            "        p.stream = v; out.mux(p)\n"
+            "out.close(); src.close()\n")
+    silent = tmp_path / name
+    r = subprocess.run([comfy.comfy_python, "-c", code, os.path.join(EXAMPLES, "animevideo_example_clip_with_audio.mp4"),
+                        str(silent)], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert video_probe(comfy, str(silent))[1]["audio_streams"] == 0
+    assert comfy.upload_image(str(silent))["name"] == name
+    stem_ = "video_interpolate_upscale_keep_audio"
+    prompt = small_run_prompt(os.path.join(API, stem_ + ".json"), file=name)
+    result = comfy.run(prompt, timeout=600)
+    assert "execution_success" in result.types, result.describe() + "\n" + comfy.log_tail()
+    videos = [e for e in saved_files(result) if e["filename"].endswith(VIDEO_EXTENSIONS)]
+    assert len(videos) == 1
+    props, audio = video_probe(comfy, os.path.join(comfy.output_dir, videos[0].get("subfolder", ""),
+                                                   videos[0]["filename"]))
+    assert props == EXPECTED_VIDEO[stem_] and audio["audio_streams"] == 0, (props, audio)
+
+
+def test_nul_in_a_model_name_is_a_validation_error(comfy):
+    prompt = load(os.path.join(API, "svd_image_to_video.json"))
+    loader = next(i for i, n in prompt.items() if n["class_type"] == "AnimeVideoLoadSVD")
+    prompt[loader]["inputs"]["ckpt_name"] = "svd_xt\x00.safetensors"
+    r = comfy.post("/prompt", {"prompt": prompt})
+    assert r.status_code == 400, r.text[:2000]
+    errors = r.json()["node_errors"][loader]["errors"]
+    assert any(e["details"].startswith("ckpt_name - ckpt_name:") and "NUL" in e["details"] for e in errors), errors
+
+
+def test_nan_frame_rate_is_an_error_naming_the_input(comfy):
+    prompt = fresh_seed(load(os.path.join(API, "anime_interpolate_x2.json")))
+    node = next(i for i, n in prompt.items() if n["class_type"] == "AnimeVideoInterpolate")
+    prompt[node]["inputs"]["source_fps"] = float("nan")  # JSON NaN: ComfyUI's min/max check lets it through
+    result = comfy.run(prompt, timeout=300)
+    errors = result.of_type("execution_error")
+    assert errors, result.describe()
+    assert errors[0]["exception_type"].endswith("AnimeVideoInputError"), errors[0]
+    assert errors[0]["exception_message"].startswith("source_fps: nan"), errors[0]["exception_message"]
+
+
+def test_previews_follow_the_preview_method(comfy):
+    """latent_preview is on in the SVD workflow; ComfyUI's preview method 'none' (its default, or the frontend's
+    setting sent with the prompt) means no preview images, any other method means previews."""
+    path = os.path.join(API, "svd_image_to_video.json")
+    assert any(n["inputs"].get("latent_preview") is True for n in load(path).values())
+    counts = {}
+    for method in ("none", "latent2rgb"):
+        result = comfy.run(small_run_prompt(path), timeout=600, extra_data={"preview_method": method})
+        assert "execution_success" in result.types, result.describe()
+        counts[method] = sum(1 for d in result.of_type("binary") if d["event"] == 1)
+    assert counts["none"] == 0 and counts["latent2rgb"] > 0, counts
+
+
+def test_a_frame_too_large_to_upscale_is_refused_with_what_to_change(comfy):
+    """One 4096x4096 frame x4 needs 3 GiB for the result alone plus the blend buffers; the server's RAM cap
+    (conftest.SERVER_RAM_CAP_GB) is 4 GiB: the pack's memory error, before any work, not an allocator error."""
+    prompt = {
+        "1": {"class_type": "EmptyImage", "inputs": {"width": 4096, "height": 4096, "batch_size": 1, "color": 0}},
+        "2": {"class_type": "AnimeVideoLoadUpscaler", "inputs": {"model_name": "realesr-animevideov3.pth",
+                                                                 "dtype": "auto"}},
+        "3": {"class_type": "AnimeVideoUpscale", "inputs": {"upscaler": ["2", 0], "frames": ["1", 0], "chunk_size": 8,
+                                                             "tile_size": 0, "input_rescaling": 1.0,
+                                                             "output_scale": 0.0}},
+        "4": {"class_type": "PreviewImage", "inputs": {"images": ["3", 0]}},
+    }
+    result = comfy.run(prompt, timeout=300)
+    errors = result.of_type("execution_error")
+    assert errors, result.describe()
+    e = errors[0]
+    assert e["node_type"] == "AnimeVideoUpscale" and e["exception_type"].endswith("AnimeVideoMemoryError"), e
+    assert "upscaling 1 frame(s) of 4096x4096 to 16384x16384" in e["exception_message"]
+    assert "output_scale" in e["exception_message"] and "Nothing was started" in e["exception_message"]
 
 
 def sampler_workflow():
@@ -419,7 +633,7 @@ def sampler_workflow():
     pytest.skip("no shipped API workflow has one of our nodes with a 'steps' input and the SVD loader")
 
 
-def test_interrupt_stops_a_run_and_the_next_prompt_runs(comfy, uploaded_examples):
+def test_interrupt_stops_a_run_and_the_next_prompt_runs(comfy):
     path = sampler_workflow()
     prompt = small_run_prompt(path, steps=INTERRUPT_STEPS)
     sent = {}
@@ -484,7 +698,7 @@ def write_memtest_checkpoint(path):
     assert r.returncode == 0, f"could not write {path}:\n{r.stderr[-3000:]}"
 
 
-def test_free_releases_our_models(comfy, uploaded_examples, record_property):
+def test_free_releases_our_models(comfy, record_property):
     path = sampler_workflow()
     prompt = load(path)
     assert any("ckpt_name" in n["inputs"] for n in prompt.values()), "the sampler workflow has no ckpt_name"
