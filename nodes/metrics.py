@@ -13,7 +13,7 @@ from ..pipelines.errors import AnimeVideoInputError, AnimeVideoModelError
 from ..pipelines.metrics import clips_io, evaluate, features, loader, temporal
 from ..pipelines.model_cache import MODEL_CACHE
 from . import comfy_bridge as bridge
-from .common import ModelOnDevice, resolve_model_file
+from .common import ModelOnDevice, check_clip_memory, clip_bytes, resolve_model_file
 
 FOLDER = loader.FOLDER
 CATEGORY = "AnimeVideo/Metrics"
@@ -23,6 +23,11 @@ RESOLUTIONS = list(evaluate.RESOLUTIONS)
 LENGTHS = list(evaluate.LENGTHS)
 PROTOCOLS = list(features.VIDEO_PROTOCOLS)
 DATA_ROOTS = ("output", "input")
+# Working memory of one 16-frame 224x224 clip through the released I3D in fp32 on a CPU (input, the largest
+# activations and the branch concatenations; an estimate from the layer sizes, rounded up)
+I3D_WORKING_BYTES_PER_CLIP = 160 * 2 ** 20
+# The clip node keeps both clips in float32 at the scored size plus resized copies and network inputs
+CLIP_NODE_COPIES = 8
 
 
 def metric_files() -> list[str]:
@@ -159,6 +164,12 @@ class AnimeVideoClipMetrics:
               lineart_model=NONE, interpolator=None, reference_lineart=None, chunk_size=8, motion_mask=None):
         _check_choice(lpips, LPIPS_CHOICES, "lpips")
         device = bridge.torch_device()
+        if hasattr(generated, "shape") and hasattr(gold, "shape") and generated.ndim == 4 and gold.ndim == 4:
+            n, h, w = int(generated.shape[0]), int(generated.shape[1]), int(generated.shape[2])
+            side = max(h, w, evaluate.LVCD_SIZE) if resolution == "256" else max(h, w)
+            check_clip_memory(f"scoring {n} frames against gold", 0, CLIP_NODE_COPIES * clip_bytes(n, side, side) +
+                              clip_bytes(int(gold.shape[0]), int(gold.shape[1]), int(gold.shape[2])),
+                              "Score fewer frames at once (split the clip) or a smaller size.")
         steps = 2 + (lpips != NONE) + (lineart_model not in (NONE, None)) + (interpolator is not None) + \
             (motion_mask is not None)
         progress = bridge.Progress(steps, desc="Clip metrics")
@@ -261,6 +272,9 @@ class AnimeVideoSetMetrics:
     def score(self, generated_folder, gold_folder, i3d_model=NONE, inception_model=NONE, protocol="standard",
               batch_size=8, max_frames=0, skip_first_frame_fid=False):
         _check_choice(protocol, PROTOCOLS, "protocol")
+        if bridge.torch_device().type == "cpu" and i3d_model not in (NONE, None):
+            check_clip_memory(f"FVD feature extraction in batches of {int(batch_size)} clips", 0,
+                              int(batch_size) * I3D_WORKING_BYTES_PER_CLIP, "Lower batch_size (the result is the same).")
         gen_sources = clips_io.list_clips(resolve_clip_folder(generated_folder, "generated_folder"), "generated_folder")
         gold_sources = clips_io.list_clips(resolve_clip_folder(gold_folder, "gold_folder"), "gold_folder")
         i3d = load_i3d_cached(i3d_model) if i3d_model not in (NONE, None) else None

@@ -128,6 +128,17 @@ def test_set_node_scores_folders_and_refuses_bad_folders(env, tmp_path):
     assert "both 'none'" in SetNode.VALIDATE_INPUTS("none", "none")
 
 
+def test_runs_that_would_not_fit_in_ram_are_refused_before_they_start(env, tmp_path, monkeypatch):
+    from animevideo.pipelines.errors import AnimeVideoMemoryError
+
+    monkeypatch.setenv("ANIMEVIDEO_MAX_RAM_GB", "1")
+    with pytest.raises(AnimeVideoMemoryError, match="Lower batch_size"):
+        SetNode().score("output/nothing-read-yet", "output/gold", loader.I3D_FILE, "none", batch_size=64)
+    with pytest.raises(AnimeVideoMemoryError, match="Score fewer frames"):
+        big = torch.zeros(1, 512, 512, 3).expand(200, -1, -1, -1)  # the size only; no memory behind it
+        ClipNode().score(big, big, lpips="none")
+
+
 def test_set_node_stops_on_cancel(env, tmp_path):
     for i in range(2):
         write_frame_folder(tmp_path / "output" / "g" / f"c{i}", frames(20 + i, n=16, h=24, w=32))
