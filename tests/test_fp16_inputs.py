@@ -109,10 +109,22 @@ def test_guide_storyboard(env):
     assert close(*both(lambda x: run("AnimeVideoGuidePreview", guide, 3, 32, 32, "crop", frames=x), image(3, 32, 32)))
 
 
+def test_clip_metrics(env):
+    mask = (torch.rand(1, 32, 32, generator=torch.Generator().manual_seed(3)) > 0.5).float()
+
+    def score(gen, gold, ref_lines, m):
+        return run("AnimeVideoClipMetrics", gen, gold, "generated", "shorter", False, "alex", "sk_model.pth",
+                   reference_lineart=ref_lines, motion_mask=m)
+
+    a = score(image(3, 32, 32), image(3, 32, 32, seed=1), image(3, 32, 32, seed=2), mask)
+    b = score(image(3, 32, 32).half(), image(3, 32, 32, seed=1).half(), image(3, 32, 32, seed=2).half(), mask.half())
+    assert a[:-1] == pytest.approx(b[:-1], rel=1e-6, nan_ok=True) and a[-1] == b[-1]
+
+
 def test_every_node_taking_an_image_or_mask_is_covered():
-    covered = {"AnimeVideoKeyframe", "AnimeVideoGuidePreview", "AnimeVideoMotionMask", "AnimeVideoSVDSampler", "AnimeVideoLineart",
-               "AnimeVideoLVCDColorize", "AnimeVideoInterpolate", "AnimeVideoUpscale", "AnimeVideoGANimeInbetween",
-               "AnimeVideoGANimeEncode"}
+    covered = {"AnimeVideoKeyframe", "AnimeVideoGuidePreview", "AnimeVideoMotionMask", "AnimeVideoSVDSampler",
+               "AnimeVideoLineart", "AnimeVideoLVCDColorize", "AnimeVideoInterpolate", "AnimeVideoUpscale", "AnimeVideoGANimeInbetween",
+               "AnimeVideoGANimeEncode", "AnimeVideoClipMetrics"}
     taking = set()
     for node, cls in NODE_CLASS_MAPPINGS.items():
         types_ = cls.INPUT_TYPES()
