@@ -61,19 +61,27 @@ GUIDED = "tests/test_svd_guided.py"
 PARITY = "tests/test_svd_parity.py"
 INTERP = "tests/test_interp_model.py"
 SPLAT = "tests/test_interp_softsplat.py"
+WAN_PACK = "tests/test_anisora_wan_packing.py"
+WAN_SAMPLER = "tests/test_anisora_wan_sampler.py"
+COGV = "tests/test_anisora_cogvideox.py"
+ANIMESR = "tests/test_upscale_animesr.py"
+STREAM = "tests/test_upscale_stream.py"
+GANIME = "tests/test_ganime_inference.py"
+GTOKENS = "tests/test_ganime_tokens.py"
+RESIDUALS = f"{CUNET}::test_nonzero_skip_and_mid_residuals_match_diffusers_forward_with_hooks[8-8]"
 
 BREAKS: list[Break] = [
     # ---------------------------------------------------------------- LVCD / controlled SVD UNet
     Break("lvcd.skip_residuals_dropped", "ControlNet skip residuals added to the UNet's skips (s + r -> s)",
           "pipelines/svd/controlled_unet.py", r"s \+ r\.to\(s\.dtype\) for s, r in zip", "s for s, r in zip",
-          _t(f"{CUNET}::test_nonzero_skip_and_mid_residuals_match_diffusers_forward_with_hooks")),
+          _t(RESIDUALS)),
     Break("lvcd.skip_residuals_reversed", "each skip residual on its own skip (order reversed)",
           "pipelines/svd/controlled_unet.py", r"zip\(skips, down_block_residuals\)",
           "zip(skips, down_block_residuals[::-1])",
-          _t(f"{CUNET}::test_nonzero_skip_and_mid_residuals_match_diffusers_forward_with_hooks")),
+          _t(RESIDUALS)),
     Break("lvcd.mid_residual_dropped", "ControlNet mid residual added after the middle block",
           "pipelines/svd/controlled_unet.py", r"x = x \+ mid_block_residual\.to\(x\.dtype\)", "x = x",
-          _t(f"{CUNET}::test_nonzero_skip_and_mid_residuals_match_diffusers_forward_with_hooks")),
+          _t(RESIDUALS)),
     Break("lvcd.overlap_blend_last_step_only", "overlapped blending at every step (only at the last one)",
           "pipelines/long_video/sampler.py", r"if blend is not None:\n(\s+)d\[:, known_pos\] = blend\[st\.step\]",
           r"if blend is not None and st.step == st.total - 1:\n\1d[:, known_pos] = blend[st.step]",
@@ -161,6 +169,91 @@ BREAKS: list[Break] = [
           "pipelines/svd/guided.py", r"moving = F\.max_pool2d\(moving, kernel_size=2 \* dilate \+ 1",
           "moving = F.max_pool2d(moving, kernel_size=1",
           _t("tests/test_guides.py::test_latent_motion_mask_cells_threshold_and_dilation")),
+
+    # ---------------------------------------------------------------- AniSora (Wan2.1 and CogVideoX V1)
+    Break("anisora.mask_first_frame_x4", "frame 0's mask repeated 4 times in front (causal first latent)",
+          "pipelines/anisora/packing.py", r"known_lat\[:1\]\.expand\(TEMPORAL, h, w\)",
+          "known_lat[:1].expand(TEMPORAL, h, w).roll(1, 0) * torch.tensor([0.0, 1, 1, 1]).view(4, 1, 1)",
+          _t(f"{WAN_PACK}::test_first_frame_mask_equals_diffusers_construction")),
+    Break("anisora.mask_channel_layout", "mask viewed (T_lat, 4, h, w) then transposed to (4, T_lat, h, w)",
+          "pipelines/anisora/packing.py", r"full\.reshape\(-1, TEMPORAL, h, w\)\.transpose\(0, 1\)",
+          "full.reshape(TEMPORAL, -1, h, w)", _t(f"{WAN_PACK}::test_pack_mask_reshape_by_hand")),
+    Break("anisora.keyframe_slot", "pixel frame i >= 1 lands in latent slot (i-1)//4 + 1",
+          "pipelines/anisora/packing.py", r"return \(pixel_index - 1\) // TEMPORAL \+ 1, \(pixel_index - 1\) % TEMPORAL",
+          "return pixel_index // TEMPORAL + 1, pixel_index % TEMPORAL", _t(f"{WAN_PACK}::test_latent_slot_table")),
+    Break("anisora.strength_binary", "a keyframe strength >= 0.5 counts as 1 (binary mask)",
+          "pipelines/anisora/packing.py", r"binary = \(known >= MIN_STRENGTH\)\.float\(\)", "binary = known.float()",
+          _t(f"{WAN_PACK}::test_strength_from_half_counts_as_one")),
+    Break("anisora.guide_video_zero_unknown", "the guide video is zero (mid-grey) where nothing is known",
+          "pipelines/anisora/packing.py", r"\* 2\.0 - 1\.0\) \* binary\[f\]", "* 2.0 - 1.0)",
+          _t(f"{WAN_PACK}::test_motion_mask_keeps_outside_known_on_every_frame")),
+    Break("anisora.wan_condition_every_step", "the mask + guide condition enters the transformer at every step",
+          "pipelines/anisora/wan.py", r"inp = torch\.cat\(\[x, cond\], dim=1\)",
+          "inp = torch.cat([x, cond if float(t) > 500 else torch.zeros_like(cond)], dim=1)",
+          _t(f"{WAN_SAMPLER}::test_first_frame_parity_with_diffusers_pipeline")),
+    Break("anisora.v1_blend_last_step_only", "V1 motion mask: static region reset after every step (last only)",
+          "pipelines/anisora/cogvideox.py", r"if blend is not None:\n(\s+)prev = ",
+          r"if blend is not None and i == len(timesteps) - 1:\n\1prev = ",
+          _t(f"{COGV}::test_motion_mask_resets_the_static_region_after_every_step")),
+    Break("anisora.v1_blend_noise_level", "V1 static region noised to the previous step's timestep",
+          "pipelines/anisora/cogvideox.py", r"prev = int\(t\.item\(\)\) - scheduler\.config\.num_train_timesteps // steps",
+          "prev = int(t.item())", _t(f"{COGV}::test_motion_mask_resets_the_static_region_after_every_step")),
+    Break("anisora.v1_keyframe_strength", "V1 guide latent times the keyframe strength",
+          "pipelines/anisora/cogvideox.py", r"\* scale \* r\.keyframe\.strength", "* scale",
+          _t(f"{COGV}::test_guide_latents_layout")),
+    Break("anisora.v1_keyframe_slot", "V1 keyframe i at latent slot (i-1)//4 + 1",
+          "pipelines/anisora/cogvideox.py", r"return 0 if i == 0 else \(i - 1\) // TEMPORAL_RATIO \+ 1",
+          "return 0 if i == 0 else i // TEMPORAL_RATIO", _t(f"{COGV}::test_guide_latents_layout")),
+
+    # ---------------------------------------------------------------- AnimeSR and the upscaler
+    Break("animesr.state_dropped", "AnimeSR's hidden state carried to the next frame",
+          "pipelines/upscale/animesr.py", r"return sr, F\.leaky_relu\(out\[:, sr_ch:\], LRELU\)",
+          "return sr, 0 * F.leaky_relu(out[:, sr_ch:], LRELU)",
+          _t(f"{ANIMESR}::test_cell_matches_the_functional_reference")),
+    Break("animesr.feedback_dropped", "the previous SR frame fed back (pixel-unshuffled)",
+          "pipelines/upscale/animesr.py", r"F\.pixel_unshuffle\(prev_sr, s\), state\)",
+          "F.pixel_unshuffle(prev_sr * 0, s), state)",
+          _t(f"{ANIMESR}::test_cell_matches_the_functional_reference")),
+    Break("animesr.window_order", "the LR window is (t-1, t, t+1)",
+          "pipelines/upscale/animesr.py", r"window = torch\.cat\(\(x\[:, max\(i - 1, 0\)\], x\[:, i\], x\[:, min\(i \+ 1, n - 1\)\]\)",
+          "window = torch.cat((x[:, min(i + 1, n - 1)], x[:, i], x[:, max(i - 1, 0)])",
+          _t(f"{ANIMESR}::test_forward_reuses_border_frames_and_starts_from_zeros")),
+    Break("animesr.state_across_chunks", "the recurrent state survives chunk borders in the streaming runner",
+          "pipelines/upscale/stream.py", r"prev_sr, state = self\.animesr_step\(window, prev_sr, state\)",
+          "prev_sr, state = self.animesr_step(window, prev_sr, state if i % self.chunk else state * 0)",
+          _t(f"{STREAM}::test_animesr_streaming_equals_whole_clip_across_chunk_borders")),
+    Break("upscale.tile_ramp", "tile seams blended with linear ramps",
+          "pipelines/svd/decode.py", r"r = \(torch\.arange\(overlap, dtype=torch\.float32\) \+ 0\.5\) / overlap",
+          "r = ((torch.arange(overlap, dtype=torch.float32) + 0.5) / overlap) ** 2",
+          _t(f"{STREAM}::test_tile_seams_are_blended_with_linear_ramps_float64")),
+    Break("upscale.tile_normalisation", "blended tiles divided by the summed weights",
+          "pipelines/upscale/stream.py", r"self\.inv = 1\.0 / wsum", "self.inv = 1.0 / wsum.amax()",
+          _t(f"{STREAM}::test_tile_seams_are_blended_with_linear_ramps_float64")),
+    Break("upscale.tile_placement", "each tile's output placed at scale x its input box",
+          "pipelines/upscale/stream.py", r"acc\[\.\.\., y0 \* s:y1 \* s, x0 \* s:x1 \* s\] \+= o\.float\(\) \* wt",
+          "acc[..., y0 * s:y1 * s, x0 * s:x1 * s] += o.float().flip(-1) * wt",
+          _t(f"{STREAM}::test_tile_seams_are_blended_with_linear_ramps_float64")),
+
+    # ---------------------------------------------------------------- GANime
+    Break("ganime.previous_order", "previous frames in the context oldest first",
+          "pipelines/ganime/inference.py", r"suffix = torch\.cat\(\[context\[:, j\] for j in step\.previous\], dim=1\)",
+          "suffix = torch.cat([context[:, j] for j in reversed(step.previous)], dim=1)",
+          _t(f"{GANIME}::test_generate_feeds_the_thesis_layout_at_every_step")),
+    Break("ganime.remaining_value", "remaining-frames value r = n - 1 - c",
+          "pipelines/ganime/tokens.py", r"return n_frames - 1 - c$", "return n_frames - c",
+          _t(f"{GTOKENS}::test_remaining_frames_values")),
+    Break("ganime.cache_causal", "the cached (shared-prefix) pass keeps the suffix causal",
+          "pipelines/ganime/transformer.py", r"allowed\[:, p_len:\] = torch\.ones\(s_len, s_len, dtype=torch\.bool, device=xs\.device\)\.tril\(\)",
+          "allowed[:, p_len:] = torch.ones(s_len, s_len, dtype=torch.bool, device=xs.device)",
+          _t(f"{GANIME}::test_shared_prefix_equals_the_hugging_face_forward")),
+    Break("ganime.cache_positions", "suffix positions continue after the prefix",
+          "pipelines/ganime/transformer.py", r"xs = self\._embed\(suffix_ids, r_emb\[prefix_of_row\], p_len\)",
+          "xs = self._embed(suffix_ids, r_emb[prefix_of_row], 0)",
+          _t(f"{GANIME}::test_shared_prefix_equals_the_hugging_face_forward")),
+    Break("ganime.remaining_embedding", "the remaining-frames embedding added at every position",
+          "pipelines/ganime/transformer.py", r"return tr\.wte\(ids\) \+ tr\.wpe\(pos\)\[None\] \+ r_emb\[:, None, :\]",
+          "return tr.wte(ids) + tr.wpe(pos)[None]",
+          _t(f"{GANIME}::test_shared_prefix_equals_the_hugging_face_forward")),
 
     # ---------------------------------------------------------------- AnimeInterp
     Break("interp.correlation_scale", "correlation volume scaled by 1/sqrt(d) (1/d instead)",

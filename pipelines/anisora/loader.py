@@ -13,7 +13,7 @@ import types
 import torch
 import torch.nn.functional as F
 
-from ..checkpoint_io import SAFETENSORS_EXTENSIONS, damaged_file_message, read_state_dict
+from ..checkpoint_io import SAFETENSORS_EXTENSIONS, explain_load_errors, read_state_dict
 from ..errors import AnimeVideoModelError
 from . import wan_keys
 from .model import AniSoraModel
@@ -26,6 +26,8 @@ EXPECTED_WAN = (
     "IndexTeam/Index-anisora V3/diffusion_pytorch_model.safetensors (native Wan names) or Kijai's "
     "Wan2_1-Anisora-I2V-480P-14B_fp8_e4m3fn.safetensors, or a diffusers folder with transformer/ and vae/ in "
     "models/diffusers; an AniSora V1 (CogVideoX-5B) diffusers folder also works.")
+
+WAN_DIFFUSERS = "0.33"  # the first diffusers release with the Wan2.1 transformer and VAE
 
 
 # ---------------------------------------------------------------------------------------------
@@ -74,11 +76,8 @@ def peek(path: str) -> tuple[list[str], dict]:
     if path.lower().endswith(SAFETENSORS_EXTENSIONS):
         from safetensors import safe_open
 
-        try:
-            with safe_open(path, framework="pt") as f:
-                return list(f.keys()), dict(f.metadata() or {})
-        except Exception as e:
-            raise AnimeVideoModelError(damaged_file_message(os.path.basename(path), e)) from None
+        with explain_load_errors(os.path.basename(path), path), safe_open(path, framework="pt") as f:
+            return list(f.keys()), dict(f.metadata() or {})
     return list(read_state_dict(path).keys()), {}
 
 
@@ -210,12 +209,9 @@ def read_cast(path: str, dtype_for) -> dict[str, torch.Tensor]:
         from safetensors import safe_open
 
         out = {}
-        try:
-            with safe_open(path, framework="pt") as f:
-                for k in f.keys():
-                    out[k] = cast(k, f.get_tensor(k))
-        except Exception as e:
-            raise AnimeVideoModelError(damaged_file_message(os.path.basename(path), e)) from None
+        with explain_load_errors(os.path.basename(path), path), safe_open(path, framework="pt") as f:
+            for k in f.keys():
+                out[k] = cast(k, f.get_tensor(k))
         return out
     sd = read_state_dict(path)
     return {k: cast(k, sd.pop(k)) for k in list(sd)}
@@ -297,7 +293,10 @@ def load_anisora(transformer_path: str, vae_path: str | None, dtype_name: str = 
     """Detect the backbone and load it (Wan here, CogVideoX through ``cogvideox.load_cogvideox``)."""
     backbone = detect_backbone(transformer_path)
     if backbone == "wan":
-        return load_wan(transformer_path, vae_path, dtype_name, device)
+        # WanTransformer3DModel and AutoencoderKLWan came with diffusers 0.33
+        with explain_load_errors(os.path.basename(transformer_path.rstrip("/")), transformer_path,
+                                 needs={"diffusers": WAN_DIFFUSERS}):
+            return load_wan(transformer_path, vae_path, dtype_name, device)
     mod, err = _cogvideox_module()
     if mod is None:
         raise AnimeVideoModelError(f"'{os.path.basename(transformer_path)}' is an AniSora V1 (CogVideoX) model, "
