@@ -28,9 +28,11 @@ import os
 import py_compile
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -68,6 +70,7 @@ ANIMESR = "tests/test_upscale_animesr.py"
 STREAM = "tests/test_upscale_stream.py"
 GANIME = "tests/test_ganime_inference.py"
 GTOKENS = "tests/test_ganime_tokens.py"
+SVD_COND = f"{PARITY}::test_conditioning_is_the_noise_augmented_image_and_the_time_ids_in_float64"
 RESIDUALS = f"{CUNET}::test_nonzero_skip_and_mid_residuals_match_diffusers_forward_with_hooks[8-8]"
 
 BREAKS: list[Break] = [
@@ -143,18 +146,18 @@ BREAKS: list[Break] = [
     Break("svd.cfg_combine", "the guided prediction v_u + g (v_c - v_u)",
           "pipelines/svd/sampler.py", r"v = v_uncond \+ guidance \* \(v_cond - v_uncond\)",
           "v = v_cond + guidance * (v_cond - v_uncond)",
-          _t(f"{PARITY}::test_frames_and_latents_match_diffusers_pipeline")),
+          _t(f"{PARITY}::test_sampler_implements_edm_v_preconditioning_and_euler_in_float64")),
     Break("svd.augmentation", "noise augmentation of the concat image",
           "pipelines/svd/conditioning.py", r"x = x \+ augmentation_level \* aug_noise", "x = x + 0 * aug_noise",
-          _t(f"{PARITY}::test_frames_and_latents_match_diffusers_pipeline")),
+          _t(SVD_COND)),
     Break("svd.time_ids_fps", "time ids are [fps - 1, motion, aug]",
           "pipelines/svd/conditioning.py", r"\[\[fps - 1, motion_bucket_id, augmentation_level\]\]",
           "[[fps, motion_bucket_id, augmentation_level]]",
-          _t(f"{PARITY}::test_frames_and_latents_match_diffusers_pipeline")),
+          _t(SVD_COND)),
     Break("svd.time_ids_order", "time ids order (motion and aug swapped)",
           "pipelines/svd/conditioning.py", r"\[\[fps - 1, motion_bucket_id, augmentation_level\]\]",
           "[[fps - 1, augmentation_level, motion_bucket_id]]",
-          _t(f"{PARITY}::test_frames_and_latents_match_diffusers_pipeline")),
+          _t(SVD_COND)),
     Break("svd.edm_c_skip", "EDM preconditioning c_skip = 1/(s^2+1)",
           "pipelines/svd/sampler.py", r"\(x / \(sigma \*\* 2 \+ 1\)\)", "(x / (sigma ** 2 + 1) ** 0.5)",
           _t(f"{PARITY}::test_sampler_implements_edm_v_preconditioning_and_euler_in_float64")),
@@ -181,9 +184,12 @@ BREAKS: list[Break] = [
     Break("anisora.keyframe_slot", "pixel frame i >= 1 lands in latent slot (i-1)//4 + 1",
           "pipelines/anisora/packing.py", r"return \(pixel_index - 1\) // TEMPORAL \+ 1, \(pixel_index - 1\) % TEMPORAL",
           "return pixel_index // TEMPORAL + 1, pixel_index % TEMPORAL", _t(f"{WAN_PACK}::test_latent_slot_table")),
-    Break("anisora.strength_binary", "a keyframe strength >= 0.5 counts as 1 (binary mask)",
+    Break("anisora.strength_counts_as_one", "a keyframe strength >= 0.5 counts as 1 (binary mask)",
+          "pipelines/anisora/packing.py", r"keyframes=tuple\(replace\(k, strength=1\.0\) for k in guide\.keyframes\)",
+          "keyframes=tuple(guide.keyframes)", _t(f"{WAN_PACK}::test_strength_from_half_counts_as_one")),
+    Break("anisora.mask_binary", "soft motion-mask edges rounded at 0.5 (binary mask)",
           "pipelines/anisora/packing.py", r"binary = \(known >= MIN_STRENGTH\)\.float\(\)", "binary = known.float()",
-          _t(f"{WAN_PACK}::test_strength_from_half_counts_as_one")),
+          _t(f"{WAN_PACK}::test_soft_mask_edges_are_binarised")),
     Break("anisora.guide_video_zero_unknown", "the guide video is zero (mid-grey) where nothing is known",
           "pipelines/anisora/packing.py", r"\* 2\.0 - 1\.0\) \* binary\[f\]", "* 2.0 - 1.0)",
           _t(f"{WAN_PACK}::test_motion_mask_keeps_outside_known_on_every_frame")),
@@ -343,24 +349,37 @@ def apply_break(b: Break, root: str):
     py_compile.compile(path, doraise=True)
 
 
+_RUNNING: set[subprocess.Popen] = set()
+_LOCK = threading.Lock()
+
+
 def run_tests(root: str, tests, timeout: int) -> tuple[int | None, str]:
-    env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1", ANIMEVIDEO_QUIET="1")
+    # one thread per pytest: the jobs share the machine's cores instead of oversubscribing them
+    env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1", ANIMEVIDEO_QUIET="1", OMP_NUM_THREADS="1")
     cmd = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *tests]
+    proc = subprocess.Popen(cmd, cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    with _LOCK:
+        _RUNNING.add(proc)
     try:
-        proc = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=timeout)
+        out, _ = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
         return None, "timeout"
-    out = (proc.stdout + proc.stderr).strip().splitlines()
-    failed = next((ln for ln in out if ln.startswith("FAILED")), "")
-    return proc.returncode, failed or (out[-1] if out else "")
+    finally:
+        with _LOCK:
+            _RUNNING.discard(proc)
+    lines = out.strip().splitlines()
+    failed = next((ln for ln in lines if ln.startswith("FAILED")), "")
+    return proc.returncode, failed or (lines[-1] if lines else "")
 
 
-def check_one(b: Break, timeout: int, baseline: bool) -> tuple[str, str, float]:
+def check_one(b: Break, timeout: int, baseline: bool, workdir: str) -> tuple[str, str, float]:
     start = time.time()
     problem = drift(b)
     if problem:
         return "DRIFT", problem, 0.0
-    tmp = tempfile.mkdtemp(prefix="mutation_")
+    tmp = tempfile.mkdtemp(prefix=b.id.replace(".", "_") + "_", dir=workdir)
     try:
         root = copy_repo(tmp)
         if baseline:
@@ -400,12 +419,27 @@ def main(argv=None) -> int:
         return 2
     print(f"{len(chosen)} breaks, {args.jobs} at a time", flush=True)
     results = {}
-    with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
-        futures = {b.id: pool.submit(check_one, b, args.timeout, args.baseline) for b in chosen}
+    # Every copy lives under one folder that is removed however the run ends (Ctrl-C, SIGTERM included); the
+    # working tree itself is never written to.
+    workdir = tempfile.mkdtemp(prefix="mutation_check_")
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    pool = ThreadPoolExecutor(max_workers=max(1, args.jobs))
+    try:
+        futures = {b.id: pool.submit(check_one, b, args.timeout, args.baseline, workdir) for b in chosen}
         for b in chosen:
             status, detail, took = futures[b.id].result()
             results[b.id] = (status, detail)
             print(f"  {status:7s} {b.id} ({took:.0f} s)", flush=True)
+    except KeyboardInterrupt:
+        print("interrupted: stopping the running tests", flush=True)
+        pool.shutdown(wait=False, cancel_futures=True)
+        with _LOCK:
+            for proc in list(_RUNNING):
+                proc.kill()
+        return 130
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+        shutil.rmtree(workdir, ignore_errors=True)
     print()
     print("| break | mechanism | result | caught by |")
     print("|---|---|---|---|")
