@@ -1,10 +1,17 @@
 """ComfyUI nodes (classic NODE_CLASS_MAPPINGS style): one module per capability, thin over ``pipelines``."""
-from . import anisora, comfy_bridge, ganime, guides, interpolate, lineart, lvcd, svd, upscale
+from . import anisora, comfy_bridge, common, example_inputs, ganime, guides, interpolate, lineart, lvcd, svd, upscale
+
+from ..pipelines import dependencies
 
 comfy_bridge.register_pack_folders()
+for _problem in dependencies.all_problems():  # logged, never raised: the other nodes keep working
+    comfy_bridge.log.warning(_problem)
+example_inputs.install_example_inputs(comfy_bridge.input_directory())
 
 NODE_CLASS_MAPPINGS = {}
 NODE_DISPLAY_NAME_MAPPINGS = {}
 for _module in (svd, interpolate, upscale, ganime, lineart, guides, lvcd, anisora):
     NODE_CLASS_MAPPINGS.update(_module.NODE_CLASS_MAPPINGS)
     NODE_DISPLAY_NAME_MAPPINGS.update(_module.NODE_DISPLAY_NAME_MAPPINGS)
+for _cls in NODE_CLASS_MAPPINGS.values():
+    common.guard_inputs(_cls)

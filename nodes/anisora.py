@@ -17,7 +17,9 @@ from ..pipelines.guides import Guide
 from ..pipelines.image_ops import FIT_MODES
 from ..pipelines.model_cache import MODEL_CACHE, model_nbytes
 from . import comfy_bridge as bridge
-from .common import resolve_model_file, validate_model_inputs
+from ..pipelines import memory
+from .common import (DOWNLOAD_DEFAULT, DOWNLOAD_INPUT, check_clip_memory, clip_bytes, resolve_model_file,
+                     validate_model_inputs, with_fetchable)
 from .guides import GUIDE
 
 ANISORA_MODEL = "ANIMEVIDEO_ANISORA"
@@ -27,6 +29,7 @@ TRANSFORMER_EXTENSIONS = (".safetensors", ".sft", ".pth", ".pt", ".bin", ".ckpt"
 VAE_EXTENSIONS = (".safetensors", ".sft", ".pth", ".pt", ".ckpt")
 VAE_FROM_FOLDER = "(from the diffusers folder)"
 SAMPLERS = ["unipc", "euler"]
+MEMORY_ADVICE = ("Lower num_frames or width/height, or make the clip in parts " + memory.CHUNK_ADVICE + ".")
 
 EXPECTED = (
     "Expected in models/diffusion_models an AniSora V2/V3/anymask transformer (Wan2.1-I2V-14B layout; e.g. "
@@ -43,7 +46,15 @@ def transformer_names() -> list[str]:
 
 
 def vae_names() -> list[str]:
-    return [VAE_FROM_FOLDER] + bridge.list_files("vae", VAE_EXTENSIONS)
+    return [VAE_FROM_FOLDER] + with_fetchable(bridge.list_files("vae", VAE_EXTENSIONS), "vae")
+
+
+def default_vae(names: list[str]) -> str:
+    """A VAE file when there is one (single-file transformers, the usual download, need it), the Wan2.1 VAE by
+    name first; the diffusers folder's own VAE only when models/vae is empty."""
+    files = [n for n in names if n != VAE_FROM_FOLDER]
+    wan = [n for n in files if "wan" in n.lower() and "2.2" not in n and "2_2" not in n]
+    return (wan or files or [VAE_FROM_FOLDER])[0]
 
 
 def resolve_transformer(name: str) -> str:
@@ -60,7 +71,7 @@ def resolve_transformer(name: str) -> str:
         f"{EXPECTED}")
 
 
-def resolve_vae(name: str, transformer_path: str) -> str | None:
+def resolve_vae(name: str, transformer_path: str, download_if_missing: bool = False, fetch: bool = True) -> str | None:
     if name in (None, "", VAE_FROM_FOLDER):
         if os.path.isdir(transformer_path):
             return None
@@ -71,12 +82,12 @@ def resolve_vae(name: str, transformer_path: str) -> str | None:
     return resolve_model_file(name, "vae", "vae_name", lambda: (
         f"vae_name: '{name}' was not found in models/vae ({bridge.models_dir_hint('vae')}). Expected the Wan2.1 "
         "VAE (Wan2.1_VAE.pth from IndexTeam/Index-anisora or Wan-AI/Wan2.1-I2V-14B-480P, or "
-        "Comfy-Org's wan_2.1_vae.safetensors)."))
+        "Comfy-Org's wan_2.1_vae.safetensors)."), download_if_missing, fetch)
 
 
-def load_anisora_cached(transformer_name: str, vae_name: str, dtype_name: str):
+def load_anisora_cached(transformer_name: str, vae_name: str, dtype_name: str, download_if_missing: bool = False):
     tpath = resolve_transformer(transformer_name)
-    vpath = resolve_vae(vae_name, tpath)
+    vpath = resolve_vae(vae_name, tpath, download_if_missing)
     device = bridge.torch_device()
     key = ("anisora", FileIdentity.of(tpath), FileIdentity.of(vpath) if vpath else None, dtype_name, device.type)
     # out of memory, a package too old or a damaged file: each said as what it is
@@ -101,13 +112,14 @@ class AnimeVideoLoadAniSora:
 
     @classmethod
     def INPUT_TYPES(cls):
+        vaes = vae_names()
         return {
             "required": {
                 "transformer_name": (transformer_names(), {
                     "tooltip": "The AniSora transformer: a file in models/diffusion_models (native Wan names, "
                                "fp32/bf16/fp16/fp8) or a diffusers folder in models/diffusers."}),
-                "vae_name": (vae_names(), {
-                    "tooltip": "The Wan2.1 VAE from models/vae (Wan2.1_VAE.pth or wan_2.1_vae.safetensors). "
+                "vae_name": (vaes, {
+                    "default": default_vae(vaes), "tooltip": "The Wan2.1 VAE from models/vae (Wan2.1_VAE.pth or wan_2.1_vae.safetensors). "
                                f"'{VAE_FROM_FOLDER}': use the vae/ inside a diffusers folder."}),
                 "dtype": (DTYPES, {"default": "auto", "tooltip": "Transformer precision. auto: bf16 on a GPU "
                                    "(fp16 without bf16 support), fp32 on the CPU. fp8_e4m3fn keeps the block "
@@ -118,6 +130,7 @@ class AnimeVideoLoadAniSora:
                 "keep_on_gpu": ("BOOLEAN", {"default": False, "tooltip": "Keep the model on the GPU between runs "
                                             "(faster re-runs, holds VRAM). Off: idle parts wait on the CPU and "
                                             "only the part at work (VAE or transformer) is on the GPU."}),
+                "download_if_missing": DOWNLOAD_INPUT,
             },
         }
 
@@ -128,13 +141,14 @@ class AnimeVideoLoadAniSora:
     CATEGORY = CATEGORY
 
     @classmethod
-    def VALIDATE_INPUTS(cls, transformer_name, vae_name, dtype="auto"):
+    def VALIDATE_INPUTS(cls, transformer_name, vae_name, dtype="auto", download_if_missing=DOWNLOAD_DEFAULT):
         def check():
-            resolve_vae(vae_name, resolve_transformer(transformer_name))
+            resolve_vae(vae_name, resolve_transformer(transformer_name), download_if_missing, fetch=False)
         return validate_model_inputs(dtype, DTYPES, check)
 
-    def load(self, transformer_name, vae_name, dtype="auto", keep_on_gpu=False):
-        return (AniSoraHandle(load_anisora_cached(transformer_name, vae_name, dtype), bool(keep_on_gpu)),)
+    def load(self, transformer_name, vae_name, dtype="auto", keep_on_gpu=False, download_if_missing=DOWNLOAD_DEFAULT):
+        return (AniSoraHandle(load_anisora_cached(transformer_name, vae_name, dtype, download_if_missing),
+                              bool(keep_on_gpu)),)
 
 
 class AnimeVideoAniSoraPrompt:
@@ -239,7 +253,8 @@ class AnimeVideoAniSoraSampler:
                                                "(what V1 was tuned with); off = the intended ramp x = i/steps."}),
                 "latent_preview": ("BOOLEAN", {"default": True, "tooltip": "Show the middle frame's clean "
                                    "estimate on the node after each step (Wan backbone; a linear latent -> RGB map "
-                                   "fitted once to the model's VAE). Off saves that small VAE pass."}),
+                                   "fitted once to the model's VAE), when ComfyUI's preview method is not "
+                                   "'none'. Off saves that small VAE pass."}),
             },
         }
 
@@ -258,6 +273,8 @@ class AnimeVideoAniSoraSampler:
         if not isinstance(guide, Guide):
             raise AnimeVideoInputError(f"guide: expected an {GUIDE} from an AnimeVideo guide node.")
         model = anisora_model.model
+        check_clip_memory(f"the AniSora clip ({int(num_frames)} frames of {int(width)}x{int(height)})",
+                          clip_bytes(num_frames, height, width), clip_bytes(num_frames, height, width), MEMORY_ADVICE)
         text, notes = anisora_text.build_text(positive, negative, clip_vision_output, float(cfg))
         req = AniSoraRequest(width=int(width), height=int(height), num_frames=int(num_frames), steps=int(steps),
                              cfg=float(cfg), shift=float(shift), seed=int(seed), sampler=sampler,
@@ -269,7 +286,8 @@ class AnimeVideoAniSoraSampler:
         device = bridge.torch_device()
         hooks = AniSoraHooks(on_step=lambda i, n: progress.set(1 + i), device=device,
                              offload_device=None if anisora_model.keep_on_gpu else bridge.offload_device(),
-                             on_preview=(lambda i, n, rgb: progress.set(1 + i, rgb)) if latent_preview else None)
+                             on_preview=(lambda i, n, rgb: progress.set(1 + i, rgb))
+                             if latent_preview and bridge.previews_enabled() else None)
         bridge.make_room(max(model_nbytes(model.transformer), model_nbytes(model.vae)), device)
         try:
             if model.backbone != "wan":  # that backbone places its own parts only if it reads hooks.device

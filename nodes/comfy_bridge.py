@@ -11,6 +11,7 @@ import threading
 
 import torch
 
+from ..pipelines import memory
 from ..pipelines.model_cache import MODEL_CACHE
 
 log = logging.getLogger("AnimeVideo")
@@ -87,6 +88,20 @@ def empty_cache():
         _mm.soft_empty_cache()
     elif torch.cuda.is_available():
         torch.cuda.empty_cache()
+
+
+def available_ram_bytes() -> int | None:
+    """RAM a new allocation can take now (ComfyUI's own figure inside ComfyUI, /proc/meminfo outside), capped by
+    ANIMEVIDEO_MAX_RAM_GB; None when unknown."""
+    available = None
+    if IN_COMFYUI:
+        try:
+            available = int(_mm.get_free_memory(torch.device("cpu")))
+        except Exception:  # an older or patched model_management: the plain figure
+            available = None
+    if available is None:
+        available = memory.system_available_bytes()
+    return memory.apply_limit(available)
 
 
 def release_models_with(model_management) -> None:
@@ -169,14 +184,45 @@ def list_dirs(kind: str, is_model_dir) -> list[str]:
     return out
 
 
+def input_directory() -> str | None:
+    """ComfyUI's input/ folder (where Load Image looks); None outside ComfyUI."""
+    return _fp.get_input_directory() if IN_COMFYUI else None
+
+
 def models_dir_hint(kind: str) -> str:
     folders = model_folders(kind)
     return ", ".join(folders) if folders else f"models/{kind}"
 
 
 # ---------------------------------------------------------------------------------------------
-# Progress
+# Progress and previews
 # ---------------------------------------------------------------------------------------------
+
+PREVIEW_SIZE = 512  # outside ComfyUI (inside: its --preview-size)
+
+
+def previews_enabled() -> bool:
+    """ComfyUI's preview method (the --preview-method flag, or the frontend's per-prompt setting, which ComfyUI
+    writes into the same place before each prompt) is not 'none'. Outside ComfyUI: on."""
+    if not IN_COMFYUI:
+        return True
+    try:
+        from comfy.cli_args import LatentPreviewMethod, args
+    except ImportError:
+        return True
+    return args.preview_method != LatentPreviewMethod.NoPreviews
+
+
+def preview_size() -> int:
+    if IN_COMFYUI:
+        try:
+            from comfy.cli_args import args
+
+            return int(args.preview_size)
+        except (ImportError, AttributeError, TypeError, ValueError):
+            pass
+    return PREVIEW_SIZE
+
 
 class Progress:
     """ComfyUI's progress bar (which also raises on interrupt), or tqdm outside ComfyUI."""
@@ -209,7 +255,7 @@ class Progress:
             if preview_rgb is not None:
                 from PIL import Image
 
-                preview = ("JPEG", Image.fromarray(preview_rgb.cpu().numpy()), 512)
+                preview = ("JPEG", Image.fromarray(preview_rgb.cpu().numpy()), preview_size())
             self._bar.update_absolute(self.value, self.total, preview)
         elif self._tqdm is not None and n > 0:
             self._tqdm.update(n)

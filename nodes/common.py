@@ -2,21 +2,108 @@
 validation."""
 from __future__ import annotations
 
+import functools
+import inspect
+import logging
+import math
+import os
 from typing import Callable
 
+import torch
+
+from ..pipelines import memory, model_downloads
 from ..pipelines.checkpoint_io import resolve_in_folders
 from ..pipelines.errors import AnimeVideoInputError, AnimeVideoModelError
 from ..pipelines.model_cache import model_nbytes
 from . import comfy_bridge as bridge
 
+log = logging.getLogger("AnimeVideo")
 
-def resolve_model_file(name: str, kind: str, input_name: str, missing: Callable[[], str]) -> str:
-    """``name`` inside ComfyUI's ``kind`` model folders (never outside them); when it is not there, an
-    AnimeVideoModelError with ``missing()``: the message naming the input, the folders and what belongs there."""
+# On by default, as comfyui_controlnet_aux and Kijai's wrappers fetch their models on first use: the input is on
+# the node for everyone to see, only pinned files with a published size/sha256 are fetched, and
+# ANIMEVIDEO_DOWNLOADS=0 (or HF_HUB_OFFLINE=1) turns it off for a whole server.
+DOWNLOAD_DEFAULT = True
+DOWNLOAD_INPUT = ("BOOLEAN", {
+    "default": DOWNLOAD_DEFAULT,
+    "tooltip": "When the selected file is missing and it is one of the pack's pinned Hugging Face files (see the "
+               "README's Model downloads), download it into the model folder first: size and sha256 checked, "
+               "progress on this node, Cancel stops it and the next run resumes. Off: a missing file is an error. "
+               "ANIMEVIDEO_DOWNLOADS=0 or HF_HUB_OFFLINE=1 turns downloads off for the whole server."})
+
+
+def fetchable_entry(kind: str, name: str):
+    """The pinned download for this folder kind and exact file name, when it has a size or sha256 to check."""
+    entry = model_downloads.find_pinned(kind, name) if isinstance(name, str) else None
+    return entry if entry is not None and (entry.sha256 or entry.size) else None
+
+
+def with_fetchable(names: list[str], kind: str) -> list[str]:
+    """A model list plus the pinned files of ``kind`` that are not there yet, while downloads are allowed: a fresh
+    install's loader offers what it can fetch (picking one downloads it on the first run)."""
+    if model_downloads.downloads_disabled_reason() is not None:
+        return names
+    extra = [n for n in model_downloads.pinned_names(kind) if n not in names and fetchable_entry(kind, n)]
+    return names + extra
+
+
+def download_folder(kind: str) -> str:
+    folders = bridge.model_folders(kind)
+    if not folders:
+        raise AnimeVideoModelError(f"No ComfyUI model folder '{kind}' is configured to download into.")
+    return folders[0]
+
+
+def can_fetch(kind: str, name: str, download_if_missing: bool) -> bool:
+    return (bool(download_if_missing) and fetchable_entry(kind, name) is not None
+            and model_downloads.downloads_disabled_reason() is None)
+
+
+def explain_missing(message: str, kind: str, name: str, download_if_missing: bool) -> str:
+    """``message`` plus how this file can be downloaded, when the pack pins it."""
+    entry = fetchable_entry(kind, name)
+    if entry is None:
+        return message
+    hand = model_downloads.by_hand(entry, download_folder(kind))
+    if not download_if_missing:
+        return (f"{message} Turn on download_if_missing to fetch it from {entry.url} ({entry.describe_size()})"
+                f"{model_downloads.gated_hint(entry)}. Or: {hand}")
+    reason = model_downloads.downloads_disabled_reason()
+    return f"{message} It could be downloaded, but {reason}. {hand}" if reason else message
+
+
+def fetch_model(kind: str, name: str) -> str:
+    """Download the pinned file for ``name`` into the first ``kind`` folder, with progress on the node's bar
+    (Cancel stops it between chunks; the partial file stays for the next run to resume)."""
+    entry = fetchable_entry(kind, name)
+    dest = download_folder(kind)
+    log.info("AnimeVideo: downloading %s from %s into %s", name, entry.url, dest)
+    progress = bridge.Progress(entry.size or 1, desc=f"Download {name}")
+
+    def on_bytes(done: int, total: int | None):
+        if total:
+            progress.total = max(1, int(total))
+        progress.set(done)  # also raises on Cancel
+
+    try:
+        os.makedirs(dest, exist_ok=True)
+        return model_downloads.download_pinned(entry, dest, on_bytes=on_bytes)
+    finally:
+        progress.close()
+
+
+def resolve_model_file(name: str, kind: str, input_name: str, missing: Callable[[], str],
+                       download_if_missing: bool = False, fetch: bool = True) -> str | None:
+    """``name`` inside ComfyUI's ``kind`` model folders (never outside them). When it is not there and
+    ``download_if_missing`` allows a pinned download, it is fetched (``fetch``; VALIDATE_INPUTS passes False and
+    gets None); otherwise an AnimeVideoModelError with ``missing()`` (the input, the folders and what belongs
+    there) plus how to download it where the pack pins the file."""
     try:
         return resolve_in_folders(name, bridge.model_folders(kind), input_name)
     except FileNotFoundError:
-        raise AnimeVideoModelError(missing()) from None
+        pass
+    if can_fetch(kind, name, download_if_missing):
+        return fetch_model(kind, name) if fetch else None
+    raise AnimeVideoModelError(explain_missing(missing(), kind, name, download_if_missing))
 
 
 class ModelOnDevice:
@@ -46,6 +133,24 @@ class ModelOnDevice:
         return False
 
 
+def check_clip_memory(what: str, result_bytes: int, working_bytes: int, advice: str):
+    """Refuse, before any work, a node run whose clip (plus its working memory) does not fit the available RAM;
+    the AnimeVideoMemoryError names the size and ``advice`` says what to change."""
+    memory.check_fits(what, result_bytes, working_bytes, bridge.available_ram_bytes(), advice)
+
+
+def clip_bytes(frames: int, height: int, width: int, channels: int = 3) -> int:
+    """An IMAGE batch in float32, as the nodes return it."""
+    return int(frames) * int(height) * int(width) * int(channels) * 4
+
+
+def input_copy_bytes(image) -> int:
+    """The float32 copy a node makes of an IMAGE that is not float32 already (fp16 intermediates)."""
+    if isinstance(image, torch.Tensor) and image.dtype != torch.float32:
+        return image.numel() * 4
+    return 0
+
+
 def validate_model_inputs(dtype: str, dtypes, *checks: Callable[[], object]):
     """For VALIDATE_INPUTS: True, or the message of the first failing check (dtype first)."""
     if dtype not in dtypes:
@@ -56,3 +161,92 @@ def validate_model_inputs(dtype: str, dtypes, *checks: Callable[[], object]):
         except (AnimeVideoModelError, AnimeVideoInputError) as e:
             return str(e)
     return True
+
+
+# ---------------------------------------------------------------------------------------------
+# Input checks every node gets (installed once over NODE_CLASS_MAPPINGS in nodes/__init__.py)
+# ---------------------------------------------------------------------------------------------
+
+# ComfyUI checks a FLOAT widget against min/max, which NaN passes (every comparison with it is false), and the API
+# can send any tensor down an IMAGE/MASK wire; these checks turn such values into errors that name the input.
+CHECKED_TYPES = ("FLOAT", "IMAGE", "MASK")
+
+
+def check_float(name: str, value, opts: dict):
+    if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
+        return
+    if not math.isfinite(value):
+        span = ""
+        if "min" in opts and "max" in opts:
+            span = f" from {opts['min']:g} to {opts['max']:g}"
+        raise AnimeVideoInputError(f"{name}: {value!r} is not a finite number; give a number{span}.")
+
+
+def check_image(name: str, value):
+    if not isinstance(value, torch.Tensor):
+        raise AnimeVideoInputError(f"{name}: expected an IMAGE tensor [frames, height, width, channels], got "
+                                   f"{type(value).__name__}.")
+    if value.ndim != 4 or value.shape[-1] not in (1, 3, 4):
+        raise AnimeVideoInputError(f"{name}: expected an IMAGE [frames, height, width, channels] with 1, 3 or 4 "
+                                   f"channels, got shape {tuple(value.shape)}.")
+    if value.shape[0] < 1 or value.shape[1] < 1 or value.shape[2] < 1:
+        raise AnimeVideoInputError(f"{name}: the IMAGE {tuple(value.shape)} is empty; give at least one frame of "
+                                   "at least 1x1 px.")
+    if not value.is_floating_point():
+        raise AnimeVideoInputError(f"{name}: got {value.dtype} values; an IMAGE holds floats in 0..1 (float32, "
+                                   "float16 or bfloat16).")
+
+
+def check_mask(name: str, value):
+    if not isinstance(value, torch.Tensor):
+        raise AnimeVideoInputError(f"{name}: expected a MASK tensor [frames, height, width] or [height, width], "
+                                   f"got {type(value).__name__}.")
+    if value.ndim not in (2, 3) or value.numel() == 0:
+        raise AnimeVideoInputError(f"{name}: expected a non-empty MASK [frames, height, width] or [height, width], "
+                                   f"got shape {tuple(value.shape)}.")
+    if not value.is_floating_point():
+        raise AnimeVideoInputError(f"{name}: got {value.dtype} values; a MASK holds floats in 0..1.")
+
+
+def _checked_specs(cls) -> dict:
+    types_ = cls.INPUT_TYPES()
+    out = {}
+    for section in ("required", "optional"):
+        for name, spec in types_.get(section, {}).items():
+            if isinstance(spec[0], str) and spec[0] in CHECKED_TYPES:
+                out[name] = (spec[0], spec[1] if len(spec) > 1 else {})
+    return out
+
+
+def check_inputs(specs: dict, values: dict):
+    for name, (kind, opts) in specs.items():
+        if name not in values or values[name] is None:
+            continue
+        if kind == "FLOAT":
+            check_float(name, values[name], opts)
+        elif kind == "IMAGE":
+            check_image(name, values[name])
+        else:
+            check_mask(name, values[name])
+
+
+def guard_inputs(cls):
+    """Wrap ``cls``'s FUNCTION so its FLOAT, IMAGE and MASK inputs are checked (finite numbers; tensors of the
+    right rank, not empty, floating point in any precision) before the node runs."""
+    method = getattr(cls, cls.FUNCTION)
+    if getattr(method, "_animevideo_guarded", False):
+        return cls
+    signature = inspect.signature(method)
+    specs = []  # filled on the first call: INPUT_TYPES lists model folders, not needed at import
+
+    @functools.wraps(method)
+    def run(self, *args, **kwargs):
+        if not specs:
+            specs.append(_checked_specs(cls))
+        bound = signature.bind_partial(self, *args, **kwargs)
+        check_inputs(specs[0], bound.arguments)
+        return method(self, *args, **kwargs)
+
+    run._animevideo_guarded = True
+    setattr(cls, cls.FUNCTION, run)
+    return cls

@@ -4,17 +4,21 @@ The work happens in ``pipelines.ganime``.
 """
 from __future__ import annotations
 
+import functools
+import os
+
 import torch
 
 from ..pipelines.checkpoint_io import FileIdentity, explain_load_errors
-from ..pipelines.errors import AnimeVideoInputError
+from ..pipelines.errors import AnimeVideoInputError, AnimeVideoModelError
 from ..pipelines.ganime import inference as g_inference
 from ..pipelines.ganime import loader as g_loader
 from ..pipelines.ganime import tokens as g_tokens
 from ..pipelines.image_ops import comfy_image_to_bchw
 from ..pipelines.model_cache import MODEL_CACHE
 from . import comfy_bridge as bridge
-from .common import ModelOnDevice, resolve_model_file, validate_model_inputs
+from ..pipelines import dependencies, memory
+from .common import ModelOnDevice, check_clip_memory, clip_bytes, resolve_model_file, validate_model_inputs
 from .svd import single_image
 
 GANIME_MODEL = "ANIMEVIDEO_GANIME"
@@ -25,6 +29,8 @@ CATEGORY = "AnimeVideo/GANime"
 DEFAULT_VQGAN = "ganime_kny_vqgan.safetensors"
 DEFAULT_TRANSFORMER = "ganime_kny_gpt2_medium.safetensors"
 MAX_FRAMES = 1025
+MEMORY_ADVICE = ("Lower num_frames or variations, or set output_size to model (64x128 frames; upscale afterwards "
+                 "in parts " + memory.CHUNK_ADVICE + ").")
 
 EXPECTED = (
     "Expected a pair of GANime files in models/ganime: a VQ-GAN and a transformer in this pack's safetensors "
@@ -35,6 +41,45 @@ EXPECTED = (
 
 def model_names() -> list[str]:
     return bridge.list_files(FOLDER, EXTENSIONS)
+
+
+@functools.lru_cache(maxsize=512)
+def _sniffed(path: str, size: int, mtime_ns: int) -> str | None:
+    return g_loader.sniff_kind(path)
+
+
+def file_kind(name: str) -> str | None:
+    """'vqgan' or 'transformer': from the safetensors header (cached per file version), else from the name."""
+    try:
+        path = resolve_path(name, "model_name")
+        st = os.stat(path)
+    except (AnimeVideoInputError, AnimeVideoModelError, OSError):
+        return None
+    kind = _sniffed(path, st.st_size, st.st_mtime_ns)
+    if kind is None and not path.lower().endswith((".safetensors", ".sft")):
+        lower = os.path.basename(name).lower()
+        kind = "vqgan" if "vq" in lower else "transformer" if ("gpt" in lower or "transformer" in lower) else None
+    return kind
+
+
+def ordered_for(kind: str, names: list[str], preferred: str) -> list[str]:
+    """``names`` with the files of ``kind`` first (``preferred`` first among them), unknown files next and files of
+    the other kind last, so a fresh node's default is a file of the right kind."""
+    kinds = {n: file_kind(n) for n in names}
+    rank = {kind: 0, None: 1}
+    return sorted(names, key=lambda n: (rank.get(kinds[n], 2), n != preferred, n))
+
+
+def check_kind(name: str, input_name: str, kind: str):
+    """A clean validation error when ``name`` is known to be the other GANime file."""
+    found = file_kind(name)
+    if found is not None and found != kind:
+        other = "transformer_name" if input_name == "vqgan_name" else "vqgan_name"
+        what = {"vqgan": "a VQ-GAN", "transformer": "a transformer"}
+        raise AnimeVideoInputError(
+            f"{input_name}: '{name}' is GANime's {what[found][2:]} file, not {what[kind]}; pick {what[kind]} file "
+            f"in {input_name} (e.g. {DEFAULT_VQGAN if kind == 'vqgan' else DEFAULT_TRANSFORMER}) and use "
+            f"'{name}' in {other}.")
 
 
 def missing_model_message(name: str, input_name: str) -> str:
@@ -71,11 +116,14 @@ class AnimeVideoLoadGANime:
     @classmethod
     def INPUT_TYPES(cls):
         names = model_names()
+        vqgans = ordered_for("vqgan", names, DEFAULT_VQGAN)
+        transformers = ordered_for("transformer", names, DEFAULT_TRANSFORMER)
         return {
             "required": {
-                "vqgan_name": (names, {"tooltip": "The VQ-GAN file in models/ganime (e.g. ganime_kny_vqgan.safetensors"
+                "vqgan_name": (vqgans, {"default": vqgans[0] if vqgans else DEFAULT_VQGAN, "tooltip": "The VQ-GAN file in models/ganime (e.g. ganime_kny_vqgan.safetensors"
                                        "): turns each 64x128 frame into 8x16 codebook codes and back."}),
-                "transformer_name": (names, {"tooltip": "The transformer file in models/ganime (e.g. "
+                "transformer_name": (transformers, {"default": transformers[0] if transformers else
+                                                    DEFAULT_TRANSFORMER, "tooltip": "The transformer file in models/ganime (e.g. "
                                              "ganime_kny_gpt2_medium.safetensors), trained with that VQ-GAN."}),
                 "dtype": (list(g_loader.DTYPES), {"default": "auto", "tooltip": "Transformer precision. auto: fp16 "
                           "on a GPU, fp32 on the CPU. The VQ-GAN always runs in fp32 (codebook distances)."}),
@@ -95,9 +143,12 @@ class AnimeVideoLoadGANime:
     @classmethod
     def VALIDATE_INPUTS(cls, vqgan_name, transformer_name, dtype="auto"):
         return validate_model_inputs(dtype, g_loader.DTYPES, lambda: resolve_path(vqgan_name, "vqgan_name"),
-                                     lambda: resolve_path(transformer_name, "transformer_name"))
+                                     lambda: resolve_path(transformer_name, "transformer_name"),
+                                     lambda: check_kind(vqgan_name, "vqgan_name", "vqgan"),
+                                     lambda: check_kind(transformer_name, "transformer_name", "transformer"))
 
     def load(self, vqgan_name, transformer_name, dtype="auto", keep_on_gpu=False):
+        dependencies.require("GANime")
         return (GANimeHandle(load_ganime_cached(vqgan_name, transformer_name, dtype), keep_on_gpu),)
 
 
@@ -168,6 +219,10 @@ class AnimeVideoGANimeInbetween:
             output_size=output_size)
         req.validate()
         g_inference.check_keyframes(a, b)
+        oh, ow = model.image_size if req.output_size == "model" else (int(a.shape[-2]), int(a.shape[-1]))
+        frames_out = req.variations * req.num_frames
+        check_clip_memory(f"{frames_out} in-between frames of {ow}x{oh}", clip_bytes(frames_out, oh, ow),
+                          2 * clip_bytes(frames_out, oh, ow), MEMORY_ADVICE)
         steps = req.num_frames - (1 if req.use_generated_last else 2)
         progress = bridge.Progress(steps + 1, desc="GANime")
         try:

@@ -5,10 +5,12 @@ and plans the output frames, ``run`` makes them pair by pair with the model.
 """
 from __future__ import annotations
 
+import math
 import os
 
 import torch
 
+from ..pipelines import memory
 from ..pipelines.checkpoint_io import FileIdentity, explain_load_errors
 from ..pipelines.errors import AnimeVideoInputError, AnimeVideoModelError
 from ..pipelines.image_ops import comfy_image_to_bchw
@@ -17,7 +19,8 @@ from ..pipelines.interpolate import run as interp_run
 from ..pipelines.interpolate import timing
 from ..pipelines.model_cache import MODEL_CACHE
 from . import comfy_bridge as bridge
-from .common import ModelOnDevice, resolve_model_file, validate_model_inputs
+from .common import (ModelOnDevice, check_clip_memory, clip_bytes, input_copy_bytes, resolve_model_file,
+                     validate_model_inputs)
 
 INTERPOLATOR = "ANIMEVIDEO_INTERPOLATOR"
 KIND = "interpolation"
@@ -25,6 +28,8 @@ EXTENSIONS = (".ckpt", ".pth", ".pt", ".safetensors", ".sft")
 DTYPES = list(interp_loader.DTYPES)
 CATEGORY = "AnimeVideo/Interpolate"
 MAX_MULTIPLIER = 16
+MEMORY_ADVICE = ("Lower multiplier or target_fps, interpolate before upscaling (smaller frames), or interpolate "
+                 "fewer frames at once " + memory.CHUNK_ADVICE + ".")
 
 
 def interpolator_names() -> list[str]:
@@ -107,7 +112,7 @@ def clip_frames(frames) -> torch.Tensor:
 
 
 def target_rate(source_fps: float, multiplier: int, target_fps: float) -> float:
-    if not source_fps or source_fps <= 0:
+    if not isinstance(source_fps, (int, float)) or not math.isfinite(source_fps) or source_fps <= 0:
         raise AnimeVideoInputError(f"source_fps: {source_fps} is not a frame rate; give the clip's real rate (> 0), "
                                    "e.g. 24, 23.976 or 12.")
     if target_fps is None or target_fps == 0:
@@ -116,8 +121,9 @@ def target_rate(source_fps: float, multiplier: int, target_fps: float) -> float:
                 f"multiplier: {multiplier} is not allowed; use a whole number from 1 to {MAX_MULTIPLIER} (2, 4 or 8 "
                 "are usual; 1 keeps the frame rate and only fills in repeated drawings), or set target_fps.")
         return float(source_fps) * int(multiplier)
-    if target_fps < 0:
-        raise AnimeVideoInputError(f"target_fps: {target_fps} is negative; give the output rate in frames per second, "
+    if not math.isfinite(target_fps) or target_fps < 0:
+        raise AnimeVideoInputError(f"target_fps: {target_fps} is not allowed; give the output rate in frames per "
+                                   "second, "
                                    "or 0 to use the multiplier.")
     return float(target_fps)
 
@@ -197,6 +203,13 @@ class AnimeVideoInterpolate:
         if size != (h, w):
             lines.append(f"Frames padded from {w}x{h} to {size[1]}x{size[0]} for the model and cropped back.")
 
+        needs_model = not all(f.is_copy for f in plan)
+        on_cpu = bridge.torch_device().type == "cpu"
+        working = input_copy_bytes(frames)
+        if needs_model and on_cpu:
+            working += interp_run.working_bytes(model.cfg, *size)
+        check_clip_memory(f"interpolating {n} frames of {w}x{h} to {len(plan)} frames", clip_bytes(len(plan), h, w),
+                          working, MEMORY_ADVICE)
         progress = bridge.Progress(len(plan), desc="AnimeInterp")
 
         def on_frame(done, total, frame=None):
@@ -206,7 +219,7 @@ class AnimeVideoInterpolate:
             progress.set(done, preview)
 
         try:
-            if all(f.is_copy for f in plan):  # nothing to interpolate (e.g. x1 on a clip on ones): no model
+            if not needs_model:  # nothing to interpolate (e.g. x1 on a clip on ones): no model
                 out, _ = interp_run.interpolate_clip(model, clip, plan, on_frame=on_frame)
             else:
                 with ModelOnDevice(model, handle.keep_on_gpu, interp_run.working_bytes(model.cfg, *size)):

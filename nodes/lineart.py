@@ -10,16 +10,19 @@ from ..pipelines.lineart import extract as la_extract
 from ..pipelines.lineart import loader as la_loader
 from ..pipelines.model_cache import MODEL_CACHE
 from . import comfy_bridge as bridge
-from .common import ModelOnDevice, resolve_model_file
+from ..pipelines import memory
+from .common import (DOWNLOAD_DEFAULT, DOWNLOAD_INPUT, ModelOnDevice, check_clip_memory, clip_bytes, input_copy_bytes,
+                     resolve_model_file, with_fetchable)
 
 FOLDER = la_loader.FOLDER
 CATEGORY = "AnimeVideo/LVCD"
 MODES = ("extract", "already lineart")
 POLARITIES = list(la_extract.POLARITIES)
+MEMORY_ADVICE = "Convert fewer frames at once " + memory.CHUNK_ADVICE + "."
 
 
 def lineart_names() -> list[str]:
-    return bridge.list_files(FOLDER, la_loader.LINEART_EXTENSIONS)
+    return with_fetchable(bridge.list_files(FOLDER, la_loader.LINEART_EXTENSIONS), FOLDER)
 
 
 def missing_model_message(model_name: str) -> str:
@@ -27,13 +30,14 @@ def missing_model_message(model_name: str) -> str:
             f"{la_loader.EXPECTED} Or set mode to 'already lineart' for drawings that need no extraction.")
 
 
-def resolve_lineart_path(model_name: str) -> str:
-    return resolve_model_file(model_name, FOLDER, "model_name", lambda: missing_model_message(model_name))
+def resolve_lineart_path(model_name: str, download_if_missing: bool = False, fetch: bool = True) -> str | None:
+    return resolve_model_file(model_name, FOLDER, "model_name", lambda: missing_model_message(model_name),
+                              download_if_missing, fetch)
 
 
-def load_lineart_cached(model_name: str):
+def load_lineart_cached(model_name: str, download_if_missing: bool = False):
     """The generator for ``model_name``, shared through MODEL_CACHE and parked on the offload device."""
-    path = resolve_lineart_path(model_name)
+    path = resolve_lineart_path(model_name, download_if_missing)
     key = ("lineart", FileIdentity.of(path))
     # out of memory, a package too old or a damaged file: each said as what it is
     with explain_load_errors(model_name, path):
@@ -68,6 +72,7 @@ class AnimeVideoLineart:
             "optional": {
                 "chunk_size": ("INT", {"default": 8, "min": 1, "max": 4096, "tooltip": "Frames run through the "
                                "generator at once ('extract'). Lower uses less memory; the result is the same."}),
+                "download_if_missing": DOWNLOAD_INPUT,
             },
         }
 
@@ -78,24 +83,28 @@ class AnimeVideoLineart:
     CATEGORY = CATEGORY
 
     @classmethod
-    def VALIDATE_INPUTS(cls, model_name, mode="extract", polarity="auto"):
+    def VALIDATE_INPUTS(cls, model_name, mode="extract", polarity="auto", download_if_missing=DOWNLOAD_DEFAULT):
         if mode not in MODES:
             return f"mode: '{mode}' is not one of {', '.join(MODES)}."
         if polarity not in POLARITIES:
             return f"polarity: '{polarity}' is not one of {', '.join(POLARITIES)}."
         if mode == "extract":
             try:
-                resolve_lineart_path(model_name)
+                resolve_lineart_path(model_name, download_if_missing, fetch=False)
             except (AnimeVideoModelError, AnimeVideoInputError) as e:
                 return str(e)
         return True
 
-    def run(self, image, model_name, mode="extract", polarity="auto", chunk_size=8):
+    def run(self, image, model_name, mode="extract", polarity="auto", chunk_size=8,
+            download_if_missing=DOWNLOAD_DEFAULT):
         if mode not in MODES:
             raise AnimeVideoInputError(f"mode: '{mode}' is not one of {', '.join(MODES)}.")
+        n, h, w = (int(d) for d in image.shape[:3])
+        check_clip_memory(f"lineart for {n} frames of {w}x{h}", clip_bytes(n, h, w),
+                          clip_bytes(n, h, w) + input_copy_bytes(image), MEMORY_ADVICE)
         if mode == "already lineart":
             return (la_extract.to_hint(image, polarity),)
-        model = load_lineart_cached(model_name)
+        model = load_lineart_cached(model_name, download_if_missing)
         n = int(image.shape[0]) if hasattr(image, "shape") and image.ndim == 4 else 1
         progress = bridge.Progress(max(1, n), desc="Lineart")
         try:

@@ -12,11 +12,15 @@ from ..pipelines.model_cache import MODEL_CACHE
 from ..pipelines.svd import decode as svd_decode
 from ..pipelines.svd import loader as svd_loader
 from . import comfy_bridge as bridge
-from .common import ModelOnDevice, resolve_model_file, validate_model_inputs
+from ..pipelines import dependencies, memory
+from .common import (DOWNLOAD_DEFAULT, DOWNLOAD_INPUT, ModelOnDevice, check_clip_memory, clip_bytes,
+                     input_copy_bytes, resolve_model_file, validate_model_inputs, with_fetchable)
 from .svd import CKPT_EXTENSIONS, DTYPES, LONG_VIDEO, resolve_svd_path
 
 LVCD_MODEL = "ANIMEVIDEO_LVCD"
 CATEGORY = "AnimeVideo/LVCD"
+LONG_VIDEO_CATEGORY = "AnimeVideo/Long video"  # for the SVD sampler as much as for LVCD
+MEMORY_ADVICE = ("Colorize fewer lineart frames at once " + memory.CHUNK_ADVICE + ", or lower width/height.")
 LVCD_FOLDER = "lvcd"
 LVCD_EXTENSIONS = (".safetensors", ".ckpt", ".pth", ".pt", ".sft")
 DEFAULT_SVD = "svd.safetensors"
@@ -34,20 +38,20 @@ def _default(names: list[str], preferred: str) -> str:
 
 
 def lvcd_names() -> list[str]:
-    return bridge.list_files(LVCD_FOLDER, LVCD_EXTENSIONS)
+    return with_fetchable(bridge.list_files(LVCD_FOLDER, LVCD_EXTENSIONS), LVCD_FOLDER)
 
 
-def resolve_lvcd_path(lvcd_name: str) -> str:
+def resolve_lvcd_path(lvcd_name: str, download_if_missing: bool = False, fetch: bool = True) -> str | None:
     return resolve_model_file(lvcd_name, LVCD_FOLDER, "lvcd_name", lambda: (
         f"lvcd_name: '{lvcd_name}' was not found in models/lvcd ({bridge.models_dir_hint(LVCD_FOLDER)}). "
-        f"{EXPECTED_LVCD}"))
+        f"{EXPECTED_LVCD}"), download_if_missing, fetch)
 
 
-def load_lvcd_cached(ckpt_name: str, lvcd_name: str, dtype_name: str):
+def load_lvcd_cached(ckpt_name: str, lvcd_name: str, dtype_name: str, download_if_missing: bool = False):
     from ..pipelines.lvcd.loader import load_lvcd
 
-    svd_path = resolve_svd_path(ckpt_name)
-    lvcd_path = resolve_lvcd_path(lvcd_name)
+    svd_path = resolve_svd_path(ckpt_name, download_if_missing)
+    lvcd_path = resolve_lvcd_path(lvcd_name, download_if_missing)
     dtype = svd_loader.resolve_dtype(dtype_name, bridge.torch_device())
     key = ("lvcd", FileIdentity.of(svd_path), FileIdentity.of(lvcd_path), str(dtype))
     # out of memory, a package too old or a damaged file: each said as what it is
@@ -69,7 +73,7 @@ class AnimeVideoLoadLVCD:
 
     @classmethod
     def INPUT_TYPES(cls):
-        ckpts = bridge.list_files("checkpoints", CKPT_EXTENSIONS)
+        ckpts = with_fetchable(bridge.list_files("checkpoints", CKPT_EXTENSIONS), "checkpoints")
         lvcds = lvcd_names()
         return {
             "required": {
@@ -84,6 +88,7 @@ class AnimeVideoLoadLVCD:
             "optional": {
                 "keep_on_gpu": ("BOOLEAN", {"default": False, "tooltip": "Keep the model on the GPU between runs "
                                             "(faster re-runs, holds VRAM). Off: it waits on the CPU."}),
+                "download_if_missing": DOWNLOAD_INPUT,
             },
         }
 
@@ -94,12 +99,15 @@ class AnimeVideoLoadLVCD:
     CATEGORY = CATEGORY
 
     @classmethod
-    def VALIDATE_INPUTS(cls, ckpt_name, lvcd_name, dtype="auto"):
-        return validate_model_inputs(dtype, DTYPES, lambda: resolve_svd_path(ckpt_name),
-                                     lambda: resolve_lvcd_path(lvcd_name))
+    def VALIDATE_INPUTS(cls, ckpt_name, lvcd_name, dtype="auto", download_if_missing=DOWNLOAD_DEFAULT):
+        return validate_model_inputs(dtype, DTYPES,
+                                     lambda: resolve_svd_path(ckpt_name, download_if_missing, fetch=False),
+                                     lambda: resolve_lvcd_path(lvcd_name, download_if_missing, fetch=False),
+                                     lambda: dependencies.require("LVCD"))
 
-    def load(self, ckpt_name, lvcd_name, dtype="auto", keep_on_gpu=False):
-        return (LVCDHandle(load_lvcd_cached(ckpt_name, lvcd_name, dtype), keep_on_gpu),)
+    def load(self, ckpt_name, lvcd_name, dtype="auto", keep_on_gpu=False, download_if_missing=DOWNLOAD_DEFAULT):
+        dependencies.require("LVCD")
+        return (LVCDHandle(load_lvcd_cached(ckpt_name, lvcd_name, dtype, download_if_missing), keep_on_gpu),)
 
 
 class AnimeVideoLongVideoOptions:
@@ -136,7 +144,7 @@ class AnimeVideoLongVideoOptions:
     RETURN_NAMES = ("long_video",)
     OUTPUT_TOOLTIPS = ("Long-video settings for the LVCD and SVD samplers.",)
     FUNCTION = "build"
-    CATEGORY = CATEGORY
+    CATEGORY = LONG_VIDEO_CATEGORY
 
     def build(self, segment_length, overlap, alpha, shift, prev_reference, overlapped_blending,
               fresh_noise_new_frames, tail):
@@ -186,7 +194,8 @@ class AnimeVideoLVCDColorize:
                                       "Unconnected: the lineart of the frame each reference belongs to."}),
                 "long_video": (LONG_VIDEO, {"tooltip": "From AnimeVideo Long Video Options. Unconnected: the "
                                "paper's settings (14-frame segments, overlap 4, alpha 10, shift 3)."}),
-                "latent_preview": ("BOOLEAN", {"default": True, "tooltip": "Show a rough preview of each segment's "
+                "latent_preview": ("BOOLEAN", {"default": True, "tooltip": "When ComfyUI's preview "
+                                   "method is not 'none': show a rough preview of each segment's "
                                    "last frame on the node at every step."}),
             },
         }
@@ -208,6 +217,11 @@ class AnimeVideoLVCDColorize:
         width, height = int(width), int(height)
         if width % 8 or height % 8:
             raise AnimeVideoInputError(f"width/height: {width}x{height}; both must be multiples of 8.")
+        n, in_h, in_w = (int(d) for d in lineart.shape[:3])
+        # result; hints at the input size (float copy, polarity) and fitted to the working size; decoder copy
+        check_clip_memory(f"colorizing {n} lineart frames at {width}x{height}", clip_bytes(n, height, width),
+                          2 * clip_bytes(n, in_h, in_w) + 2 * clip_bytes(n, height, width)
+                          + input_copy_bytes(lineart), MEMORY_ADVICE)
         lines = comfy_image_to_bchw(lineart, "lineart")
         if lines.shape[0] < 1:
             raise AnimeVideoInputError("lineart: got 0 frames; at least 1 lineart frame is needed.")
@@ -228,6 +242,7 @@ class AnimeVideoLVCDColorize:
         sampling = len(segments) * int(steps)
         decode_chunks = len(chunk_spans(num_frames, 10, 1, 3))
         progress = bridge.Progress(sampling + decode_chunks, desc="LVCD colorize")
+        latent_preview = latent_preview and bridge.previews_enabled()
 
         def on_step(i, state):
             latent = state.denoised[0, state.denoised.shape[1] - 1]

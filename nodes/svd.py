@@ -14,7 +14,9 @@ from ..pipelines.svd import guided as svd_guided
 from ..pipelines.svd import loader as svd_loader
 from ..pipelines.svd import pipeline as svd_pipeline
 from . import comfy_bridge as bridge
-from .common import ModelOnDevice, validate_model_inputs
+from ..pipelines import dependencies, memory
+from .common import (DOWNLOAD_DEFAULT, DOWNLOAD_INPUT, ModelOnDevice, can_fetch, check_clip_memory, clip_bytes,
+                     explain_missing, fetch_model, input_copy_bytes, validate_model_inputs, with_fetchable)
 from .guides import GUIDE, incoming as incoming_guide
 
 SVD_MODEL = "ANIMEVIDEO_SVD"
@@ -22,6 +24,8 @@ LONG_VIDEO = "ANIMEVIDEO_LONG_VIDEO"  # from AnimeVideo Long Video Options (node
 CKPT_EXTENSIONS = (".safetensors", ".sft", ".ckpt")
 DTYPES = ["auto", "fp32", "fp16", "bf16"]
 CATEGORY = "AnimeVideo/SVD"
+MEMORY_ADVICE = ("Lower num_frames or width/height, or make the clip in parts " + memory.CHUNK_ADVICE +
+                 " (long_video bounds the sampling memory, not the finished clip's).")
 
 EXPECTED_SVD = (
     "Expected an SVD checkpoint in models/checkpoints: svd_xt.safetensors, svd.safetensors or "
@@ -32,12 +36,14 @@ EXPECTED_SVD = (
 
 
 def svd_model_names() -> list[str]:
-    files = bridge.list_files("checkpoints", CKPT_EXTENSIONS)
+    files = with_fetchable(bridge.list_files("checkpoints", CKPT_EXTENSIONS), "checkpoints")
     folders = bridge.list_dirs("diffusers", svd_loader.is_diffusers_svd_folder)
     return files + folders
 
 
-def resolve_svd_path(ckpt_name: str) -> str:
+def resolve_svd_path(ckpt_name: str, download_if_missing: bool = False, fetch: bool = True) -> str | None:
+    """A file in models/checkpoints or a folder in models/diffusers; a missing pinned file is downloaded into
+    models/checkpoints when ``download_if_missing`` (``fetch`` False: only say whether it could be)."""
     try:
         return resolve_in_folders(ckpt_name, bridge.model_folders("checkpoints"), "ckpt_name")
     except FileNotFoundError:
@@ -48,7 +54,10 @@ def resolve_svd_path(ckpt_name: str) -> str:
             return path
     except FileNotFoundError:
         pass
-    raise AnimeVideoModelError(missing_model_message(ckpt_name))
+    if can_fetch("checkpoints", ckpt_name, download_if_missing):
+        return fetch_model("checkpoints", ckpt_name) if fetch else None
+    raise AnimeVideoModelError(explain_missing(missing_model_message(ckpt_name), "checkpoints", ckpt_name,
+                                               download_if_missing))
 
 
 def missing_model_message(ckpt_name: str) -> str:
@@ -58,8 +67,8 @@ def missing_model_message(ckpt_name: str) -> str:
     )
 
 
-def load_svd_cached(ckpt_name: str, dtype_name: str) -> svd_loader.SVDModel:
-    path = resolve_svd_path(ckpt_name)
+def load_svd_cached(ckpt_name: str, dtype_name: str, download_if_missing: bool = False) -> svd_loader.SVDModel:
+    path = resolve_svd_path(ckpt_name, download_if_missing)
     dtype = svd_loader.resolve_dtype(dtype_name, bridge.torch_device())
     key = ("svd", FileIdentity.of(path), str(dtype))
     # out of memory, a package too old or a damaged file: each said as what it is
@@ -84,6 +93,7 @@ class AnimeVideoLoadSVD:
             "optional": {
                 "keep_on_gpu": ("BOOLEAN", {"default": False, "tooltip": "Keep the model on the GPU between runs "
                                             "(faster re-runs, holds VRAM). Off: it waits on the CPU."}),
+                "download_if_missing": DOWNLOAD_INPUT,
             },
         }
 
@@ -94,11 +104,14 @@ class AnimeVideoLoadSVD:
     CATEGORY = CATEGORY
 
     @classmethod
-    def VALIDATE_INPUTS(cls, ckpt_name, dtype="auto"):
-        return validate_model_inputs(dtype, DTYPES, lambda: resolve_svd_path(ckpt_name))
+    def VALIDATE_INPUTS(cls, ckpt_name, dtype="auto", download_if_missing=DOWNLOAD_DEFAULT):
+        return validate_model_inputs(dtype, DTYPES,
+                                     lambda: resolve_svd_path(ckpt_name, download_if_missing, fetch=False),
+                                     lambda: dependencies.require("SVD"))
 
-    def load(self, ckpt_name, dtype="auto", keep_on_gpu=False):
-        model = load_svd_cached(ckpt_name, dtype)
+    def load(self, ckpt_name, dtype="auto", keep_on_gpu=False, download_if_missing=DOWNLOAD_DEFAULT):
+        dependencies.require("SVD")
+        model = load_svd_cached(ckpt_name, dtype, download_if_missing)
         return (SVDHandle(model, keep_on_gpu),)
 
 
@@ -161,7 +174,8 @@ class AnimeVideoSVDSampler:
                                      "spatial tiles of this many px (seams blended); 0 decodes whole frames. Use for "
                                      "large frames that run out of memory."}),
                 "latent_preview": ("BOOLEAN", {"default": True, "tooltip": "Show a rough preview of the middle "
-                                   "frame on the node at every step."}),
+                                   "frame on the node at every step (when ComfyUI's preview method is not "
+                                   "'none')."}),
                 "guide": (GUIDE, {"tooltip": "Keyframes at any frame and/or a motion mask (AnimeVideo Keyframe "
                           "Guide, Motion Mask Guide), applied training-free: at every step the guided frames "
                           "and the mask's still region are pulled to the guide. The image input stays the "
@@ -188,6 +202,10 @@ class AnimeVideoSVDSampler:
                guide=None, long_video=None):
         handle = svd_model
         model = handle.model
+        # the decoded clip, the decoder's copy of it, the latents
+        check_clip_memory(f"the SVD clip ({int(num_frames)} frames of {int(width)}x{int(height)})",
+                          clip_bytes(num_frames, height, width),
+                          clip_bytes(num_frames, height, width) + input_copy_bytes(image), MEMORY_ADVICE)
         x = fit_image(single_image(image), int(width), int(height), fit)
         req = svd_pipeline.SVDRequest(
             num_frames=int(num_frames), fps=float(fps), motion_bucket_id=float(motion_bucket_id),
@@ -197,6 +215,7 @@ class AnimeVideoSVDSampler:
         )
         if long_video is not None:
             return self._sample_long(handle, x, req, fit, latent_preview, guide, long_video)
+        latent_preview = latent_preview and bridge.previews_enabled()
         decode_chunks = -(-req.num_frames // max(1, req.decode_chunk_size))
         progress = bridge.Progress(req.steps + decode_chunks, desc="SVD")
         mid = req.num_frames // 2
@@ -228,6 +247,7 @@ class AnimeVideoSVDSampler:
         from ..pipelines.long_video import svd_long
 
         model = handle.model
+        latent_preview = latent_preview and bridge.previews_enabled()
         svd_pipeline.check_request(model, x, req)
         passes = svd_long.num_passes(req.num_frames, long_video.validate())
         sampling = passes * req.steps

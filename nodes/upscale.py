@@ -5,22 +5,26 @@ spandrel, frame by frame in chunks with the output written into one preallocated
 """
 from __future__ import annotations
 
+from ..pipelines import memory
 from ..pipelines.checkpoint_io import FileIdentity, explain_load_errors
 from ..pipelines.errors import AnimeVideoInputError
 from ..pipelines.model_cache import MODEL_CACHE
 from ..pipelines.upscale import loader as up_loader
 from ..pipelines.upscale import stream as up_stream
 from . import comfy_bridge as bridge
-from .common import ModelOnDevice, resolve_model_file, validate_model_inputs
+from .common import (DOWNLOAD_DEFAULT, DOWNLOAD_INPUT, ModelOnDevice, check_clip_memory, resolve_model_file,
+                     validate_model_inputs, with_fetchable)
 
 UPSCALER = "ANIMEVIDEO_UPSCALER"
 FOLDER = "upscale_models"
 CATEGORY = "AnimeVideo/Upscale"
 DTYPES = list(up_loader.DTYPES)
+MEMORY_ADVICE = ("Lower output_scale or input_rescaling, set tile_size (e.g. 256) to bound the working memory, or "
+                 "upscale fewer frames at once " + memory.CHUNK_ADVICE + ".")
 
 
 def upscaler_names() -> list[str]:
-    return bridge.list_files(FOLDER, up_loader.UPSCALER_EXTENSIONS)
+    return with_fetchable(bridge.list_files(FOLDER, up_loader.UPSCALER_EXTENSIONS), FOLDER)
 
 
 def missing_model_message(model_name: str) -> str:
@@ -28,12 +32,13 @@ def missing_model_message(model_name: str) -> str:
             f"{up_loader.EXPECTED_UPSCALERS}")
 
 
-def resolve_upscaler_path(model_name: str) -> str:
-    return resolve_model_file(model_name, FOLDER, "model_name", lambda: missing_model_message(model_name))
+def resolve_upscaler_path(model_name: str, download_if_missing: bool = False, fetch: bool = True) -> str | None:
+    return resolve_model_file(model_name, FOLDER, "model_name", lambda: missing_model_message(model_name),
+                              download_if_missing, fetch)
 
 
-def load_upscaler_cached(model_name: str, dtype_name: str) -> up_loader.Upscaler:
-    path = resolve_upscaler_path(model_name)
+def load_upscaler_cached(model_name: str, dtype_name: str, download_if_missing: bool = False) -> up_loader.Upscaler:
+    path = resolve_upscaler_path(model_name, download_if_missing)
     device = bridge.torch_device()
     key = ("upscaler", FileIdentity.of(path), dtype_name, device.type)
     # out of memory, a package too old or a damaged file: each said as what it is
@@ -69,6 +74,7 @@ class AnimeVideoLoadUpscaler:
             "optional": {
                 "keep_on_gpu": ("BOOLEAN", {"default": False, "tooltip": "Keep the model on the GPU between runs "
                                             "(faster re-runs, holds VRAM). Off: it waits on the CPU."}),
+                "download_if_missing": DOWNLOAD_INPUT,
             },
         }
 
@@ -79,11 +85,12 @@ class AnimeVideoLoadUpscaler:
     CATEGORY = CATEGORY
 
     @classmethod
-    def VALIDATE_INPUTS(cls, model_name, dtype="auto"):
-        return validate_model_inputs(dtype, DTYPES, lambda: resolve_upscaler_path(model_name))
+    def VALIDATE_INPUTS(cls, model_name, dtype="auto", download_if_missing=DOWNLOAD_DEFAULT):
+        return validate_model_inputs(dtype, DTYPES,
+                                     lambda: resolve_upscaler_path(model_name, download_if_missing, fetch=False))
 
-    def load(self, model_name, dtype="auto", keep_on_gpu=False):
-        return (UpscalerHandle(load_upscaler_cached(model_name, dtype), keep_on_gpu),)
+    def load(self, model_name, dtype="auto", keep_on_gpu=False, download_if_missing=DOWNLOAD_DEFAULT):
+        return (UpscalerHandle(load_upscaler_cached(model_name, dtype, download_if_missing), keep_on_gpu),)
 
 
 class AnimeVideoUpscale:
@@ -130,11 +137,21 @@ class AnimeVideoUpscale:
                                        tile_overlap=int(tile_overlap), input_rescaling=float(input_rescaling),
                                        output_scale=float(output_scale), out_device="cpu")
         up_stream.check_options(opts)
-        n = int(frames.shape[0]) if hasattr(frames, "shape") and len(frames.shape) else 0
+        n, h, w = (int(d) for d in frames.shape[:3])
+        device = bridge.torch_device()
+        plan = up_stream.plan_clip(upscaler.upscaler, n, h, w, opts)
+        opts, result, working = up_stream.fit_to_memory(upscaler.upscaler, plan, opts, device,
+                                                        bridge.available_ram_bytes(), frames.dtype)
+        if opts.tile_size and not tile_size:
+            bridge.log.info("AnimeVideo Upscale: %dx%d px frames in tiles of %d px to fit the RAM", w, h,
+                            opts.tile_size)
+        what = f"upscaling {n} frame(s) of {w}x{h} to {plan.out_hw[1]}x{plan.out_hw[0]}"
+        check_clip_memory(what, result, working, MEMORY_ADVICE)
         progress = bridge.Progress(max(1, n), desc="Upscale")
         try:
-            with ModelOnDevice(upscaler.upscaler, upscaler.keep_on_gpu) as model:
-                out = up_stream.upscale_frames(model, frames, opts, device=bridge.torch_device(),
+            with memory.allocation_guard(what, result + working, MEMORY_ADVICE), \
+                    ModelOnDevice(upscaler.upscaler, upscaler.keep_on_gpu) as model:
+                out = up_stream.upscale_frames(model, frames, opts, device=device,
                                                on_frame=lambda done, total: progress.set(done),
                                                check_interrupt=bridge.check_interrupt)
         finally:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import importlib.metadata
 import os
 import pickle
 import re
@@ -20,7 +19,7 @@ from typing import Iterable
 
 import torch
 
-from .errors import AnimeVideoInputError, AnimeVideoModelError
+from .errors import AnimeVideoDependencyError, AnimeVideoInputError, AnimeVideoMemoryError, AnimeVideoModelError
 
 SAFETENSORS_EXTENSIONS = (".safetensors", ".sft")
 PICKLE_EXTENSIONS = (".ckpt", ".pt", ".pth", ".bin")
@@ -35,6 +34,10 @@ def resolve_in_folders(name: str, folders: Iterable[str], input_name: str = "ckp
     folders = [f for f in folders if f]
     if not isinstance(name, str) or not name.strip():
         raise AnimeVideoInputError(f"{input_name}: no model name given.")
+    if any(ord(c) < 32 or ord(c) == 127 for c in name):  # NUL and other control characters (possible via the API)
+        raise AnimeVideoInputError(
+            f"{input_name}: {name!r} contains control characters (e.g. NUL), which no file name has; pick a file "
+            "from the list.")
     norm = name.replace("\\", "/")
     parts = [p for p in norm.split("/") if p not in ("", ".")]
     if os.path.isabs(name) or norm.startswith("/") or ".." in parts or (len(name) > 1 and name[1] == ":"):
@@ -76,6 +79,33 @@ class FileIdentity:
         return cls(real, st.st_size, st.st_mtime_ns)
 
 
+# The CPU allocator's alignment: fresh tensors start on 64-byte boundaries.
+CPU_ALIGNMENT = 64
+
+
+def owned_tensor(t: torch.Tensor) -> torch.Tensor:
+    """``t`` in an aligned allocation of its own.
+
+    safetensors (0.8 and later) serves tensors straight from the memory-mapped file, at whatever offset the
+    header leaves, and CPU kernels take other code paths (other rounding, ~1e-6) on unaligned weights: the
+    same weights would compute differently depending on the file's layout (an sgm file vs a diffusers
+    folder). One copy of each unaligned tensor at load makes every load path compute the same."""
+    if t.device.type == "cpu" and t.data_ptr() % CPU_ALIGNMENT:
+        return t.clone()
+    return t
+
+
+def own_module_tensors(module: torch.nn.Module) -> torch.nn.Module:
+    """Every parameter and buffer of ``module`` in aligned memory of its own (see owned_tensor): for modules
+    from diffusers' / transformers' ``from_pretrained``, which keep safetensors' memory-mapped tensors."""
+    for sub in module.modules():
+        for group in (sub._parameters, sub._buffers):
+            for name, t in group.items():
+                if t is not None:
+                    t.data = owned_tensor(t.data)
+    return module
+
+
 def read_state_dict(path: str, device: str = "cpu") -> dict[str, torch.Tensor]:
     """Load every tensor of a checkpoint file. Lightning-style ``{"state_dict": …}`` wrappers are unwrapped."""
     lower = path.lower()
@@ -83,8 +113,8 @@ def read_state_dict(path: str, device: str = "cpu") -> dict[str, torch.Tensor]:
     if lower.endswith(SAFETENSORS_EXTENSIONS):
         from safetensors.torch import load_file
 
-        with explain_load_errors(name):
-            return load_file(path, device=device)
+        with explain_load_errors(name, path):
+            return {k: owned_tensor(v) for k, v in load_file(path, device=device).items()}
     if lower.endswith(PICKLE_EXTENSIONS):
         with explain_load_errors(name):
             obj = torch_load_weights(path, name, map_location=device)
@@ -131,7 +161,7 @@ _CORRUPT_MARKERS = ("PytorchStreamReader", "zip archive", "unexpected EOF", "mig
 _REQUIREMENTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "requirements.txt")
 
 
-def _damaged_types() -> tuple[type[BaseException], ...]:
+def damaged_error_types() -> tuple[type[BaseException], ...]:
     """Exceptions that only a bad file gives: safetensors header/parse errors, pickle and zip stream errors."""
     types: list[type[BaseException]] = [pickle.UnpicklingError, EOFError, zipfile.BadZipFile]
     try:
@@ -143,7 +173,12 @@ def _damaged_types() -> tuple[type[BaseException], ...]:
 
 
 def required_version(dist: str) -> str | None:
-    """The floor this pack's requirements.txt gives ``dist`` (None when unlisted)."""
+    """The highest floor any capability gives ``dist`` in pipelines/dependencies.py, else requirements.txt's."""
+    from .dependencies import NEEDS, version_tuple
+
+    floors = [v for needs in NEEDS.values() for d, v in needs if d.lower() == dist.lower()]
+    if floors:
+        return max(floors, key=version_tuple)
     try:
         with open(_REQUIREMENTS, encoding="utf-8") as fh:
             for line in fh:
@@ -176,16 +211,16 @@ def _package_of(e: BaseException) -> str | None:
 
 
 def package_message(name: str, package: str, e: BaseException, needs: dict[str, str] | None = None) -> str:
+    from .dependencies import installed_version
+
     dist = _PACKAGES.get(package, package)
     floor = (needs or {}).get(dist) or required_version(dist)
-    try:
-        have = f"the installed {dist} {importlib.metadata.version(dist)}"
-    except importlib.metadata.PackageNotFoundError:
-        have = f"{dist}, which is not installed,"
-    want = f" needs {dist}>={floor}" if floor else f" needs a version of {dist} that has it"
+    version = installed_version(dist)
+    have = f"the installed {dist} {version}" if version else f"{dist}, which is not installed,"
+    want = f" needs {dist} {floor} or newer" if floor else f" needs a version of {dist} that has it"
     return (f"Could not load '{name}': {have} lacks what this model needs ({type(e).__name__}: {e}). The file "
-            f"is not damaged; this pack{want}. Update it in ComfyUI's Python environment: "
-            f"python -m pip install -U \"{dist}{'>=' + floor if floor else ''}\", then restart ComfyUI.")
+            f"is not damaged; this pack{want}. Update it in ComfyUI's Python: {sys.executable} -m pip install -U "
+            f"\"{dist}{'>=' + floor if floor else ''}\", then restart ComfyUI.")
 
 
 def memory_message(name: str, e: BaseException, path: str | None = None) -> str:
@@ -193,7 +228,7 @@ def memory_message(name: str, e: BaseException, path: str | None = None) -> str:
     if path and os.path.exists(path):
         nbytes = FileIdentity.of(path).size
         size = f" ({nbytes / 2 ** 30:.1f} GB on disk)"
-    where = "GPU" if isinstance(e, torch.OutOfMemoryError) else "system (RAM)"
+    where = "GPU" if isinstance(e, torch.OutOfMemoryError) or "cuda" in str(e).lower() else "system (RAM)"
     return (f"Out of {where} memory while loading '{name}'{size}; the file is not damaged. Free memory first "
             "(close other workflows or unload models, e.g. ComfyUI's 'Unload Models'), pick a smaller dtype "
             "(fp16/bf16) or a smaller variant of the model, or use a machine with more memory. "
@@ -202,11 +237,13 @@ def memory_message(name: str, e: BaseException, path: str | None = None) -> str:
 
 @contextlib.contextmanager
 def explain_load_errors(name: str, path: str | None = None, needs: dict[str, str] | None = None):
-    """Turn a failure while loading ``name`` into an :class:`AnimeVideoModelError` that says what happened:
+    """Turn a failure while loading ``name`` into an error that says what happened:
 
-    - out of memory (``torch.OutOfMemoryError``, ``MemoryError``) -> memory advice, never "damaged";
+    - out of memory (``torch.OutOfMemoryError``, ``MemoryError``, an allocator RuntimeError) ->
+      :class:`AnimeVideoMemoryError` with memory advice, never "damaged";
     - a missing or too old package (ImportError, or an AttributeError raised by/on diffusers, transformers, ...)
-      -> the package, its installed version and the version needed (``needs`` overrides requirements.txt);
+      -> :class:`AnimeVideoDependencyError` naming the package, its installed version and the version needed
+      (``needs`` overrides the floors of pipelines/dependencies.py);
     - safetensors header/parse errors, truncated or corrupt zip/pickle streams -> "damaged file";
     - a file that cannot be opened (missing, no permission) -> that, with the OS's reason; other OS errors
       (a diffusers folder without its weight file, ...) as they are, without calling the file damaged.
@@ -214,18 +251,18 @@ def explain_load_errors(name: str, path: str | None = None, needs: dict[str, str
     Anything else passes through unchanged: an unexpected error is a bug to see, not to relabel. The pack's own
     errors pass through as well.
     """
+    from .memory import is_allocation_failure
+
     try:
         yield
     except (AnimeVideoModelError, AnimeVideoInputError):
         raise
-    except (torch.OutOfMemoryError, MemoryError) as e:
-        raise AnimeVideoModelError(memory_message(name, e, path)) from None
     except (ImportError, AttributeError) as e:
         package = _package_of(e)
         if package is None:
             raise
-        raise AnimeVideoModelError(package_message(name, package, e, needs)) from None
-    except _damaged_types() as e:
+        raise AnimeVideoDependencyError(package_message(name, package, e, needs)) from None
+    except damaged_error_types() as e:
         raise AnimeVideoModelError(damaged_file_message(name, e)) from None
     except (FileNotFoundError, PermissionError, IsADirectoryError) as e:
         raise AnimeVideoModelError(f"Could not open '{name}': {e.strerror or e}.") from None
@@ -233,20 +270,9 @@ def explain_load_errors(name: str, path: str | None = None, needs: dict[str, str
         if e.errno in (errno.EINVAL, errno.EIO):  # what reading past the end of a truncated zip checkpoint gives
             raise AnimeVideoModelError(damaged_file_message(name, e)) from None
         raise AnimeVideoModelError(f"Could not read '{name}': {type(e).__name__}: {e}") from None
-    except RuntimeError as e:
-        if any(m in str(e) for m in _CORRUPT_MARKERS):
+    except (RuntimeError, MemoryError) as e:  # torch.OutOfMemoryError is a RuntimeError
+        if is_allocation_failure(e):
+            raise AnimeVideoMemoryError(memory_message(name, e, path)) from None
+        if isinstance(e, RuntimeError) and any(m in str(e) for m in _CORRUPT_MARKERS):
             raise AnimeVideoModelError(damaged_file_message(name, e)) from None
         raise
-
-
-def unwrap_state_dict(obj) -> dict[str, torch.Tensor]:
-    # Training frameworks nest the weights (Lightning, BasicSR, plain PyTorch scripts), sometimes twice.
-    wrappers = ("state_dict", "params_ema", "params-ema", "params", "model_state_dict", "model", "net")
-    for _ in range(2):
-        for wrapper in wrappers:
-            if isinstance(obj, dict) and wrapper in obj and isinstance(obj[wrapper], dict):
-                obj = obj[wrapper]
-                break
-    if not isinstance(obj, dict):
-        raise AnimeVideoModelError("The checkpoint does not contain a state dict of tensors.")
-    return {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}

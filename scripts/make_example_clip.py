@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Draw the example clip the upscale and interpolation workflows load: a short animated PNG (APNG).
 
-    python scripts/make_example_clip.py [OUT_DIR]     (default: examples/ next to this script)
+    python scripts/make_example_clip.py [OUT_DIR]     (default: example_inputs/ next to this script)
 
 A red ball with ink outlines bounces across a flat-colour landscape, 256x144 px, 12 frames at
 12 fps, animated "on twos": 6 drawings, each held for exactly 2 frames, as hand-drawn anime
@@ -185,7 +185,7 @@ def write_all(out_dir: str) -> list[str]:
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("out_dir", nargs="?", default=os.path.join(ROOT, "examples"))
+    ap.add_argument("out_dir", nargs="?", default=os.path.join(ROOT, "example_inputs"))
     args = ap.parse_args(argv)
     for path in write_all(args.out_dir):
         print(f"{path}: {os.path.getsize(path)} bytes, {NUM_FRAMES} frames ({DRAWINGS} drawings on twos), "

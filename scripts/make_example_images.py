@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Draw the example input images the shipped workflows load (flat anime-style art, made with PIL).
 
-    python scripts/make_example_images.py [OUT_DIR]     (default: examples/ next to this script)
+    python scripts/make_example_images.py [OUT_DIR]     (default: example_inputs/ next to this script)
 
 Everything is drawn from fixed coordinates (no randomness, no fonts), so the same Pillow version
 writes byte-identical files. The art is drawn at 2x and downsampled once, which gives clean,
@@ -234,7 +234,7 @@ def write_all(out_dir: str) -> list[str]:
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("out_dir", nargs="?", default=os.path.join(ROOT, "examples"))
+    ap.add_argument("out_dir", nargs="?", default=os.path.join(ROOT, "example_inputs"))
     args = ap.parse_args(argv)
     for p in write_all(args.out_dir):
         print(f"{p} ({os.path.getsize(p) // 1024} KB)")

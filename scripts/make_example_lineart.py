@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Write the lineart example the LVCD workflow loads: the example clip's ink outlines as black lines on white.
 
-    python scripts/make_example_lineart.py [OUT_DIR]     (default: examples/)
+    python scripts/make_example_lineart.py [OUT_DIR]     (default: example_inputs/)
 
 The clip (scripts/make_example_clip.py) is drawn with ink outlines of one colour (INK), so its lineart is
 exact without any model: a pixel's darkness is how close it is to INK. 12 frames, 256x144, like the clip,
@@ -37,7 +37,7 @@ def lineart_frames() -> list[Image.Image]:
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("out_dir", nargs="?", default=os.path.join(clip.ROOT, "examples"))
+    ap.add_argument("out_dir", nargs="?", default=os.path.join(clip.ROOT, "example_inputs"))
     args = ap.parse_args(argv)
     path = os.path.join(args.out_dir, LINEART)
     clip.write_apng(path, lineart_frames(), clip.FPS)

@@ -7,6 +7,8 @@ import pytest
 from pack_paths import ROOT  # noqa: E402  (registers the package first)
 
 os.environ.setdefault("ANIMEVIDEO_QUIET", "1")
+# No test reaches the network: the download tests switch this on against a local Hub (tests/hub_server.py).
+os.environ.setdefault("ANIMEVIDEO_DOWNLOADS", "0")
 
 
 @pytest.fixture(scope="module")

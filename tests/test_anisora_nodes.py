@@ -183,3 +183,29 @@ def test_latent_preview_reaches_the_progress_bar(env, monkeypatch):
     shown.clear()
     sample(handle, first_frame_guide(), steps=2, latent_preview=False)
     assert shown == []
+
+
+def test_a_fresh_loader_defaults_to_the_wan_vae_a_single_file_needs(env):
+    spec = nodes.AnimeVideoLoadAniSora.INPUT_TYPES()["required"]
+    assert spec["vae_name"][1]["default"] == "wan_2.1_vae.safetensors"
+    single = "anisora_v3_i2v_14b.safetensors"
+    assert nodes.AnimeVideoLoadAniSora.VALIDATE_INPUTS(single, spec["vae_name"][1]["default"]) is True
+    assert nodes.default_vae([nodes.VAE_FROM_FOLDER]) == nodes.VAE_FROM_FOLDER  # nothing in models/vae
+    assert nodes.default_vae([nodes.VAE_FROM_FOLDER, "a_vae.safetensors", "Wan2.1_VAE.pth"]) == "Wan2.1_VAE.pth"
+
+
+def test_no_previews_when_comfyuis_preview_method_is_none(env, monkeypatch):
+    shown = []
+    real_set = nodes.bridge.Progress.set
+
+    def spy(self, value, preview_rgb=None):
+        shown.append(preview_rgb is not None)
+        return real_set(self, value, preview_rgb)
+
+    monkeypatch.setattr(nodes.bridge.Progress, "set", spy)
+    monkeypatch.setattr(nodes.bridge, "previews_enabled", lambda: False)
+    handle = load()
+    handle.model.extras.pop("latent_rgb", None)
+    sample(handle, first_frame_guide(), steps=2, latent_preview=True)
+    assert shown and not any(shown)
+    assert "latent_rgb" not in handle.model.extras  # not even the preview map was fitted

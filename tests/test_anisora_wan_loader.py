@@ -76,8 +76,10 @@ def test_real_size_config_from_shapes_only():
     cfg = wan_keys.transformer_config(shapes)
     assert cfg == dict(patch_size=(1, 2, 2), num_attention_heads=40, attention_head_dim=128, in_channels=36,
                        out_channels=16, text_dim=4096, freq_dim=256, ffn_dim=13824, num_layers=40, cross_attn_norm=True,
-                       qk_norm="rms_norm_across_heads", eps=1e-6, image_dim=1280, added_kv_proj_dim=5120,
-                       pos_embed_seq_len=None)
+                       qk_norm="rms_norm_across_heads", eps=1e-6, image_dim=1280, added_kv_proj_dim=5120)
+    # pos_embed_seq_len only for first-last-frame Wan files (the argument is new in diffusers 0.34)
+    shapes["condition_embedder.image_embedder.pos_embed"] = torch.empty(1, 514, 1280, device="meta")
+    assert wan_keys.transformer_config(shapes)["pos_embed_seq_len"] == 514
 
 
 @pytest.mark.parametrize("vae_ext", [".safetensors", ".pth"])

@@ -34,7 +34,7 @@ class LoadImage:  # core's LoadImage: IMAGE [1,H,W,3], MASK = 1 - alpha (zeros w
     def run(self, image):
         from PIL import Image
 
-        with Image.open(os.path.join(ROOT, "examples", image)) as im:
+        with Image.open(os.path.join(ROOT, "example_inputs", image)) as im:
             has_alpha = "A" in im.getbands()
             rgba = np.asarray(im.convert("RGBA"), dtype=np.float32) / 255.0
         t = torch.from_numpy(rgba)

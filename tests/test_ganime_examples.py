@@ -18,7 +18,7 @@ def test_keyframes_regenerate(tmp_path):
     assert [os.path.basename(p) for p in paths] == ["animevideo_example_keyframe_first.png",
                                                     "animevideo_example_keyframe_last.png"]
     for path in paths:
-        shipped = os.path.join(ROOT, "examples", os.path.basename(path))
+        shipped = os.path.join(ROOT, "example_inputs", os.path.basename(path))
         assert os.path.isfile(shipped) and os.path.getsize(shipped) < 300 * 1024
         with Image.open(path) as a, Image.open(shipped) as b:
             assert a.size == b.size == (512, 256) and a.mode == b.mode

@@ -37,7 +37,7 @@ def test_every_input_has_a_tooltip_and_a_category():
 
 def test_loader_lists_and_validates(env):
     names = N.AnimeVideoLoadGANime.INPUT_TYPES()["required"]["vqgan_name"][0]
-    assert names == sorted([N.DEFAULT_VQGAN, N.DEFAULT_TRANSFORMER])
+    assert sorted(names) == sorted([N.DEFAULT_VQGAN, N.DEFAULT_TRANSFORMER])
     assert N.AnimeVideoLoadGANime.VALIDATE_INPUTS(N.DEFAULT_VQGAN, N.DEFAULT_TRANSFORMER) is True
     msg = N.AnimeVideoLoadGANime.VALIDATE_INPUTS("missing.safetensors", N.DEFAULT_TRANSFORMER)
     assert "vqgan_name: 'missing.safetensors' was not found in models/ganime" in msg and "ganime_train.py" in msg
@@ -45,11 +45,35 @@ def test_loader_lists_and_validates(env):
     assert "dtype" in N.AnimeVideoLoadGANime.VALIDATE_INPUTS(N.DEFAULT_VQGAN, N.DEFAULT_TRANSFORMER, "fp8")
 
 
+def test_a_fresh_loader_defaults_to_a_vqgan_and_a_transformer_read_from_the_headers(env, tmp_path, monkeypatch):
+    import shutil
+
+    folder = tmp_path / "ganime"
+    folder.mkdir()
+    # names that say nothing, sorting the transformer first: only the tensors tell them apart
+    shutil.copy(f"{env}/ganime/{N.DEFAULT_TRANSFORMER}", folder / "a_model.safetensors")
+    shutil.copy(f"{env}/ganime/{N.DEFAULT_VQGAN}", folder / "b_model.safetensors")
+    monkeypatch.setenv("ANIMEVIDEO_MODELS_DIR", str(tmp_path))
+    required = N.AnimeVideoLoadGANime.INPUT_TYPES()["required"]
+    assert required["vqgan_name"][0] == ["b_model.safetensors", "a_model.safetensors"]
+    assert required["vqgan_name"][1]["default"] == "b_model.safetensors"
+    assert required["transformer_name"][1]["default"] == "a_model.safetensors"
+    assert N.AnimeVideoLoadGANime.VALIDATE_INPUTS("b_model.safetensors", "a_model.safetensors") is True
+
+
+def test_a_swapped_pair_is_refused_at_validation_naming_the_input(env):
+    msg = N.AnimeVideoLoadGANime.VALIDATE_INPUTS(N.DEFAULT_TRANSFORMER, N.DEFAULT_TRANSFORMER)
+    assert msg.startswith(f"vqgan_name: '{N.DEFAULT_TRANSFORMER}' is GANime's transformer file, not a VQ-GAN")
+    assert "use 'ganime_kny_gpt2_medium.safetensors' in transformer_name" in msg
+    msg = N.AnimeVideoLoadGANime.VALIDATE_INPUTS(N.DEFAULT_VQGAN, N.DEFAULT_VQGAN)
+    assert msg.startswith(f"transformer_name: '{N.DEFAULT_VQGAN}' is GANime's VQ-GAN file, not a transformer")
+
+
 def test_loader_caches_and_refuses_a_swapped_pair(env):
     MODEL_CACHE.clear()
     a = N.load_ganime_cached(N.DEFAULT_VQGAN, N.DEFAULT_TRANSFORMER, "auto")
     assert N.load_ganime_cached(N.DEFAULT_VQGAN, N.DEFAULT_TRANSFORMER, "auto") is a
-    with pytest.raises(AnimeVideoModelError, match="transformer_name instead"):
+    with pytest.raises(AnimeVideoModelError, match="^vqgan_name: .*transformer_name instead"):
         N.AnimeVideoLoadGANime().load(N.DEFAULT_TRANSFORMER, N.DEFAULT_VQGAN)
 
 
@@ -86,13 +110,13 @@ def test_encode_decode_nodes(handle):
 
 
 def test_the_workflow_graph_runs_with_our_nodes(handle):
-    """workflows/api/ganime_inbetween.json's chain up to core's nodes, with its literal widget values."""
+    """workflows/api/experimental/ganime_inbetween.json's chain up to core's nodes, with its literal widget values."""
     import json
     import os
 
     from pack_paths import ROOT
 
-    with open(os.path.join(ROOT, "workflows", "api", "ganime_inbetween.json")) as f:
+    with open(os.path.join(ROOT, "workflows", "api", "experimental", "ganime_inbetween.json")) as f:
         api = json.load(f)
     load = {k: v for k, v in api["3"]["inputs"].items()}
     model = N.AnimeVideoLoadGANime().load(**load)[0]
@@ -102,7 +126,7 @@ def test_the_workflow_graph_runs_with_our_nodes(handle):
     import numpy as np
 
     def load_example(name):
-        with Image.open(os.path.join(ROOT, "examples", name)) as im:
+        with Image.open(os.path.join(ROOT, "example_inputs", name)) as im:
             return torch.from_numpy(np.asarray(im.convert("RGB"), dtype=np.float32) / 255)[None]
 
     (frames,) = N.AnimeVideoGANimeInbetween().inbetween(model, load_example(api["1"]["inputs"]["image"]),

@@ -27,3 +27,34 @@ def test_preview_is_uint8_and_upscaled():
     img = preview.preview_rgb(torch.zeros(4, 10, 20), proj, max_side=100)
     assert img.dtype == torch.uint8 and img.shape == (50, 100, 3)
     assert img[0, 0].tolist() == [255, 128, 0]
+
+
+def test_previews_follow_comfyuis_preview_method(monkeypatch):
+    """Inside ComfyUI the bridge reads comfy.cli_args.args.preview_method (set per prompt from the frontend's
+    setting by ComfyUI's executor): 'none' turns the pack's previews off, any other method leaves them on."""
+    import enum
+    import sys
+    import types
+
+    from animevideo.nodes import comfy_bridge as bridge
+
+    class LatentPreviewMethod(enum.Enum):
+        NoPreviews = "none"
+        Auto = "auto"
+        Latent2RGB = "latent2rgb"
+        TAESD = "taesd"
+
+    args = types.SimpleNamespace(preview_method=LatentPreviewMethod.NoPreviews, preview_size=256)
+    cli_args = types.ModuleType("comfy.cli_args")
+    cli_args.LatentPreviewMethod, cli_args.args = LatentPreviewMethod, args
+    comfy = types.ModuleType("comfy")
+    comfy.cli_args = cli_args
+    monkeypatch.setitem(sys.modules, "comfy", comfy)
+    monkeypatch.setitem(sys.modules, "comfy.cli_args", cli_args)
+    assert bridge.previews_enabled() is True  # outside ComfyUI: on
+    monkeypatch.setattr(bridge, "IN_COMFYUI", True)
+    assert bridge.previews_enabled() is False
+    assert bridge.preview_size() == 256
+    for method in (LatentPreviewMethod.Auto, LatentPreviewMethod.Latent2RGB, LatentPreviewMethod.TAESD):
+        args.preview_method = method
+        assert bridge.previews_enabled() is True

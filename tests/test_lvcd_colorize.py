@@ -197,7 +197,7 @@ def test_example_lineart_regenerates():
     finally:
         sys.path.pop(0)
     frames = make_example_lineart.lineart_frames()
-    shipped = Image.open(os.path.join(ROOT, "examples", make_example_lineart.LINEART))
+    shipped = Image.open(os.path.join(ROOT, "example_inputs", make_example_lineart.LINEART))
     got = [np.asarray(f.convert("RGB")) for f in ImageSequence.Iterator(shipped)]
     assert len(got) == len(frames) == 12
     for a, b in zip(got, frames):

@@ -368,7 +368,7 @@ def test_shipped_masked_example_drives_localized_animation(svd_handle):
 
     from pack_paths import ROOT
 
-    image, mask = load_image_like_comfyui(os.path.join(ROOT, "examples", "animevideo_example_masked.png"))
+    image, mask = load_image_like_comfyui(os.path.join(ROOT, "example_inputs", "animevideo_example_masked.png"))
     assert image.shape == (1, 576, 1024, 3) and mask.shape == (1, 576, 1024)
     assert 0.1 < float(mask.mean()) < 0.3 and float(mask[0, 400, 330]) == 1.0 and float(mask[0, 50, 900]) == 0.0
     (g,) = guide_nodes.AnimeVideoMotionMask().add(mask)

@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from animevideo.pipelines.errors import AnimeVideoInputError, AnimeVideoModelError
+from animevideo.pipelines.errors import AnimeVideoInputError, AnimeVideoMemoryError
 from animevideo.pipelines.upscale import loader, stream, tiny
 
 Opts = stream.StreamOptions
@@ -150,7 +150,7 @@ def test_out_of_memory_halves_the_tile_and_keeps_it(ups, name, monkeypatch):
 def test_out_of_memory_below_the_smallest_tile_is_a_clear_error(ups, monkeypatch):
     up = ups["compact"]
     monkeypatch.setattr(up, "run_image", OOMAbove(up.run_image, limit=16))
-    with pytest.raises(AnimeVideoModelError, match="Out of memory.*tiles of 32 px"):
+    with pytest.raises(AnimeVideoMemoryError, match="Out of memory.*tiles of 32 px"):
         stream.upscale_frames(up, clip(2, 64, 64))
 
 

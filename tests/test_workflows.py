@@ -4,7 +4,7 @@ Every ``workflows/<stem>.json`` (UI/workflow format 0.4, what the canvas loads) 
 copy ``workflows/api/<stem>.json`` (what ``POST /prompt`` runs) and the two describe the same graph:
 same node ids and types, same links, and the same widget values on our AnimeVideo* nodes. The values
 must also be acceptable to our nodes (names known, numbers in range, combo entries listed), and the
-example images the workflows load must be shipped in ``examples/``.
+example images the workflows load must be shipped in ``example_inputs/``.
 
 tests/integration/test_comfyui_server.py repeats the graph checks against a real server's
 /object_info (core nodes included) and runs every API workflow.
@@ -20,7 +20,7 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WORKFLOWS = os.path.join(ROOT, "workflows")
 API = os.path.join(WORKFLOWS, "api")
-EXAMPLES = os.path.join(ROOT, "examples")
+EXAMPLES = os.path.join(ROOT, "example_inputs")
 OUR_PREFIX = "AnimeVideo"
 WIDGET_TYPES = ("INT", "FLOAT", "STRING", "BOOLEAN", "COMBO")
 # Combo lists that depend on what is installed (model folders), so a literal may be absent in CI.
@@ -30,8 +30,15 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp")
 FILE_INPUTS = {"LoadImage": "image", "LoadImageMask": "image", "LoadVideo": "file"}
 
 
+# Workflows for methods without public weights (GANime) live in workflows/experimental/ (API copy in
+# workflows/api/experimental/): ComfyUI lists only workflows/*.json as templates, and their stems keep the
+# "experimental/" prefix here so every check below covers them too.
+EXPERIMENTAL = "experimental"
+
+
 def stems(folder):
-    return sorted(os.path.splitext(os.path.basename(p))[0] for p in glob.glob(os.path.join(folder, "*.json")))
+    paths = glob.glob(os.path.join(folder, "*.json")) + glob.glob(os.path.join(folder, EXPERIMENTAL, "*.json"))
+    return sorted(os.path.relpath(p, folder)[:-5].replace(os.sep, "/") for p in paths)
 
 
 UI_STEMS = stems(WORKFLOWS)
@@ -119,6 +126,28 @@ def is_link(value) -> bool:
 
 def test_workflows_are_shipped():
     assert UI_STEMS, "no workflows/*.json"
+
+
+def test_ganime_is_experimental_and_out_of_the_templates():
+    assert "experimental/ganime_inbetween" in PAIRED
+    assert not os.path.exists(os.path.join(WORKFLOWS, "ganime_inbetween.json"))
+    note = load_ui("experimental/ganime_inbetween")["extra"]["animevideo"]["experimental"]
+    assert "no public weights" in note
+
+
+# ComfyUI (app/custom_node_manager.py) mounts one static route per folder of these names it finds in a pack, all
+# at /api/workflow_templates/<pack>/, in this order: the first one found answers every template request, so any
+# other such folder shadows workflows/ and every template from the Templates browser answers 404.
+TEMPLATE_ALIASES = ("example_workflows", "example", "examples", "workflow", "workflows")
+
+
+def test_no_folder_shadows_the_workflow_templates():
+    top_level = {name.lower(): name for name in os.listdir(ROOT) if os.path.isdir(os.path.join(ROOT, name))}
+    assert "workflows" in top_level
+    shadowing = [top_level[a] for a in TEMPLATE_ALIASES if a != "workflows" and a in top_level]
+    assert not shadowing, (f"{shadowing}: ComfyUI serves templates from the first of {TEMPLATE_ALIASES} it finds, "
+                           "so these folders hide workflows/ from the Templates browser; rename them "
+                           "(example inputs live in example_inputs/)")
 
 
 @pytest.mark.parametrize("stem", ALL_STEMS)
@@ -350,7 +379,7 @@ def test_referenced_example_images_exist(stem):
     files = referenced_example_files(load_api(stem))
     for name in files:
         path = os.path.join(EXAMPLES, name)
-        assert os.path.isfile(path), f"workflows/api/{stem}.json loads '{name}', which is not in examples/"
+        assert os.path.isfile(path), f"workflows/api/{stem}.json loads '{name}', which is not in example_inputs/"
         with Image.open(path) as im:
             im.verify()
 
@@ -361,7 +390,7 @@ def test_ui_loaders_name_the_same_example_files(stem):
     for n in ui["nodes"]:
         if n["type"] in FILE_INPUTS:
             name = n["widgets_values"][0]
-            assert os.path.isfile(os.path.join(EXAMPLES, name)), f"node {n['id']}: '{name}' not in examples/"
+            assert os.path.isfile(os.path.join(EXAMPLES, name)), f"node {n['id']}: '{name}' not in example_inputs/"
 
 
 def test_example_images_regenerate(tmp_path):

@@ -62,8 +62,8 @@ from contextlib import contextmanager
 import torch
 import torch.nn.functional as F
 
-from ..checkpoint_io import (SAFETENSORS_EXTENSIONS, PICKLE_EXTENSIONS, explain_load_errors, torch_load_weights,
-                             unwrap_state_dict)
+from ..checkpoint_io import (SAFETENSORS_EXTENSIONS, PICKLE_EXTENSIONS, explain_load_errors, own_module_tensors,
+                             owned_tensor, torch_load_weights, unwrap_state_dict)
 from ..errors import AnimeVideoInputError, AnimeVideoModelError
 from .model import AniSoraHooks, AniSoraModel, AniSoraRequest, AniSoraResult, TextConditioning, on_device
 
@@ -156,7 +156,7 @@ def _read_checkpoint(path: str) -> dict[str, torch.Tensor]:
         from safetensors.torch import load_file
 
         with explain_load_errors(name, path):
-            return load_file(path)
+            return {k: owned_tensor(v) for k, v in load_file(path).items()}
     if not lower.endswith(PICKLE_EXTENSIONS):
         raise AnimeVideoModelError(
             f"'{name}' has an unsupported extension; expected one of "
@@ -531,7 +531,7 @@ def load_cogvideox(transformer_path_or_folder: str, vae_path_or_none: str | None
                 "channels), e.g. Disty0/Index-anisora-5B-diffusers.")
         with explain_load_errors(os.path.basename(tdir.rstrip("/")), tdir):
             transformer = CogVideoXTransformer3DModel.from_pretrained(tdir, torch_dtype=dtype, **common)
-        transformer = transformer.eval().requires_grad_(False)
+        transformer = own_module_tensors(transformer).eval().requires_grad_(False)
         layout = "diffusers-folder"
         root = os.path.dirname(tdir) if tdir != path else path
         sched = _read_json(os.path.join(root, "scheduler", "scheduler_config.json"))
@@ -554,7 +554,7 @@ def load_cogvideox(transformer_path_or_folder: str, vae_path_or_none: str | None
     if os.path.isdir(vae_path_or_none):
         with explain_load_errors(os.path.basename(vae_path_or_none.rstrip("/")), vae_path_or_none):
             vae = AutoencoderKLCogVideoX.from_pretrained(vae_path_or_none, torch_dtype=vae_dtype_for(dtype), **common)
-        vae = vae.eval().requires_grad_(False)
+        vae = own_module_tensors(vae).eval().requires_grad_(False)
     else:
         vae = _load_vae_file(vae_path_or_none, vae_dtype_for(dtype))
     if vae.config.latent_channels * 2 != cfg.in_channels:

@@ -13,7 +13,9 @@ import types
 import torch
 import torch.nn.functional as F
 
-from ..checkpoint_io import SAFETENSORS_EXTENSIONS, explain_load_errors, read_state_dict
+from .. import dependencies
+from ..checkpoint_io import (SAFETENSORS_EXTENSIONS, explain_load_errors, own_module_tensors, owned_tensor,
+                             read_state_dict)
 from ..errors import AnimeVideoModelError
 from . import wan_keys
 from .model import AniSoraModel
@@ -26,8 +28,6 @@ EXPECTED_WAN = (
     "IndexTeam/Index-anisora V3/diffusion_pytorch_model.safetensors (native Wan names) or Kijai's "
     "Wan2_1-Anisora-I2V-480P-14B_fp8_e4m3fn.safetensors, or a diffusers folder with transformer/ and vae/ in "
     "models/diffusers; an AniSora V1 (CogVideoX-5B) diffusers folder also works.")
-
-WAN_DIFFUSERS = "0.33"  # the first diffusers release with the Wan2.1 transformer and VAE
 
 
 # ---------------------------------------------------------------------------------------------
@@ -211,7 +211,7 @@ def read_cast(path: str, dtype_for) -> dict[str, torch.Tensor]:
         out = {}
         with explain_load_errors(os.path.basename(path), path), safe_open(path, framework="pt") as f:
             for k in f.keys():
-                out[k] = cast(k, f.get_tensor(k))
+                out[k] = owned_tensor(cast(k, f.get_tensor(k)))
         return out
     sd = read_state_dict(path)
     return {k: cast(k, sd.pop(k)) for k in list(sd)}
@@ -222,7 +222,7 @@ def load_wan_transformer(path: str, compute: torch.dtype, storage: torch.dtype |
 
     if os.path.isdir(path):
         sub = os.path.join(path, "transformer") if os.path.isdir(os.path.join(path, "transformer")) else path
-        model = WanTransformer3DModel.from_pretrained(sub, torch_dtype=compute, local_files_only=True)
+        model = own_module_tensors(WanTransformer3DModel.from_pretrained(sub, torch_dtype=compute, local_files_only=True))
         cfg = dict(model.config)
     else:
         keys, meta = peek(path)
@@ -259,7 +259,7 @@ def load_wan_vae(path: str, dtype: torch.dtype = torch.float32):
 
     if os.path.isdir(path):
         sub = os.path.join(path, "vae") if os.path.isdir(os.path.join(path, "vae")) else path
-        return AutoencoderKLWan.from_pretrained(sub, torch_dtype=dtype, local_files_only=True).eval()
+        return own_module_tensors(AutoencoderKLWan.from_pretrained(sub, torch_dtype=dtype, local_files_only=True)).eval()
     sd = wan_keys.vae_to_diffusers(read_cast(path, lambda k: dtype))
     cfg = wan_keys.vae_config(sd)
     with empty_parameters():
@@ -292,10 +292,12 @@ def load_anisora(transformer_path: str, vae_path: str | None, dtype_name: str = 
                  device: torch.device | str = "cpu") -> AniSoraModel:
     """Detect the backbone and load it (Wan here, CogVideoX through ``cogvideox.load_cogvideox``)."""
     backbone = detect_backbone(transformer_path)
+    capability = "AniSora V2/V3 (Wan2.1)" if backbone == "wan" else "AniSora V1 (CogVideoX)"
+    dependencies.require(capability)
     if backbone == "wan":
-        # WanTransformer3DModel and AutoencoderKLWan came with diffusers 0.33
+        # an import or attribute that the installed packages lack despite their versions names this path's floors
         with explain_load_errors(os.path.basename(transformer_path.rstrip("/")), transformer_path,
-                                 needs={"diffusers": WAN_DIFFUSERS}):
+                                 needs=dict(dependencies.NEEDS[capability])):
             return load_wan(transformer_path, vae_path, dtype_name, device)
     mod, err = _cogvideox_module()
     if mod is None:

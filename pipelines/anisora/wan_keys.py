@@ -158,7 +158,7 @@ def transformer_config(sd: dict[str, torch.Tensor], head_dim: int | None = None)
     if "blocks.0.attn2.add_k_proj.weight" in sd:
         added_kv = sd["blocks.0.attn2.add_k_proj.weight"].shape[1]
     pos_embed = sd.get("condition_embedder.image_embedder.pos_embed")
-    return dict(
+    cfg = dict(
         patch_size=patch, num_attention_heads=dim // head_dim, attention_head_dim=head_dim,
         in_channels=int(in_channels), out_channels=int(out_channels), text_dim=int(text_dim),
         freq_dim=int(freq_dim), ffn_dim=int(ffn_dim), num_layers=int(num_layers),
@@ -166,8 +166,10 @@ def transformer_config(sd: dict[str, torch.Tensor], head_dim: int | None = None)
         qk_norm="rms_norm_across_heads" if "blocks.0.attn1.norm_q.weight" in sd else None,
         eps=1e-6, image_dim=None if image_dim is None else int(image_dim),
         added_kv_proj_dim=None if added_kv is None else int(added_kv),
-        pos_embed_seq_len=None if pos_embed is None else int(pos_embed.shape[1]),
     )
+    if pos_embed is not None:  # first-last-frame Wan only; the argument is new in diffusers 0.34, AniSora lacks it
+        cfg["pos_embed_seq_len"] = int(pos_embed.shape[1])
+    return cfg
 
 
 # ---------------------------------------------------------------------------------------------

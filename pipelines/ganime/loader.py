@@ -24,7 +24,7 @@ from collections import Counter
 
 import torch
 
-from ..checkpoint_io import SAFETENSORS_EXTENSIONS, explain_load_errors, read_state_dict
+from ..checkpoint_io import SAFETENSORS_EXTENSIONS, damaged_error_types, explain_load_errors, read_state_dict
 from ..errors import AnimeVideoModelError
 from .transformer import GANimeTransformer, TransformerConfig
 from .vqgan import VQGAN, VQGANConfig
@@ -96,6 +96,25 @@ def describe_keys(sd: dict) -> str:
                 guess = f" It looks like {what}."
                 break
     return f"{len(keys)} tensors with top-level names {top}.{guess}"
+
+
+def sniff_kind(path: str) -> str | None:
+    """'vqgan' or 'transformer' from a safetensors file's header (tensor names only, no tensor is read); None for
+    other files, other formats and unreadable files."""
+    if not path.lower().endswith(SAFETENSORS_EXTENSIONS):
+        return None
+    from safetensors import safe_open
+
+    try:
+        with safe_open(path, framework="pt") as f:
+            keys = set(f.keys())
+    except (OSError, *damaged_error_types()):  # unreadable or damaged: loading it reports which
+        return None
+    if is_transformer_state_dict(keys):
+        return "transformer"
+    if is_vqgan_state_dict(keys):
+        return "vqgan"
+    return None
 
 
 def is_vqgan_state_dict(sd: dict) -> bool:
@@ -174,10 +193,15 @@ def _read(path: str) -> tuple[dict, dict]:
     return sd, meta_config(read_metadata(path))
 
 
-def vqgan_from_state_dict(sd: dict, meta_cfg: dict | None = None, name: str = "checkpoint") -> VQGAN:
+def _input(input_name: str) -> str:
+    return f"{input_name}: " if input_name else ""
+
+
+def vqgan_from_state_dict(sd: dict, meta_cfg: dict | None = None, name: str = "checkpoint",
+                          input_name: str = "") -> VQGAN:
     if not is_vqgan_state_dict(sd):
         hint = " Choose it as transformer_name instead." if is_transformer_state_dict(sd) else ""
-        raise AnimeVideoModelError(f"'{name}' is not a GANime VQ-GAN file: it holds {describe_keys(sd)}{hint} "
+        raise AnimeVideoModelError(f"{_input(input_name)}'{name}' is not a GANime VQ-GAN file: it holds {describe_keys(sd)}{hint} "
                                    f"{HOW_TO_GET}")
     try:
         cfg = vqgan_config_from_state_dict(sd, meta_cfg)
@@ -192,10 +216,11 @@ def vqgan_from_state_dict(sd: dict, meta_cfg: dict | None = None, name: str = "c
     return model.eval().requires_grad_(False)
 
 
-def transformer_from_state_dict(sd: dict, meta_cfg: dict | None = None, name: str = "checkpoint") -> GANimeTransformer:
+def transformer_from_state_dict(sd: dict, meta_cfg: dict | None = None, name: str = "checkpoint",
+                                input_name: str = "") -> GANimeTransformer:
     if not is_transformer_state_dict(sd):
         hint = " Choose it as vqgan_name instead." if is_vqgan_state_dict(sd) else ""
-        raise AnimeVideoModelError(f"'{name}' is not a GANime transformer file: it holds {describe_keys(sd)}{hint} "
+        raise AnimeVideoModelError(f"{_input(input_name)}'{name}' is not a GANime transformer file: it holds {describe_keys(sd)}{hint} "
                                    f"{HOW_TO_GET}")
     try:
         cfg = transformer_config_from_state_dict(sd, meta_cfg)
@@ -210,14 +235,14 @@ def transformer_from_state_dict(sd: dict, meta_cfg: dict | None = None, name: st
     return model.eval().requires_grad_(False)
 
 
-def load_vqgan(path: str) -> VQGAN:
+def load_vqgan(path: str, input_name: str = "") -> VQGAN:
     sd, cfg = _read(path)
-    return vqgan_from_state_dict(sd, cfg, os.path.basename(path))
+    return vqgan_from_state_dict(sd, cfg, os.path.basename(path), input_name)
 
 
-def load_transformer(path: str) -> GANimeTransformer:
+def load_transformer(path: str, input_name: str = "") -> GANimeTransformer:
     sd, cfg = _read(path)
-    return transformer_from_state_dict(sd, cfg, os.path.basename(path))
+    return transformer_from_state_dict(sd, cfg, os.path.basename(path), input_name)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -304,6 +329,6 @@ def check_pair(vqgan: VQGAN, transformer: GANimeTransformer, names=("VQ-GAN", "t
 
 
 def load_ganime(vqgan_path: str, transformer_path: str, dtype: torch.dtype = torch.float32) -> GANimeModel:
-    vqgan = load_vqgan(vqgan_path)
-    transformer = load_transformer(transformer_path).to(dtype)
+    vqgan = load_vqgan(vqgan_path, "vqgan_name")
+    transformer = load_transformer(transformer_path, "transformer_name").to(dtype)
     return GANimeModel(vqgan, transformer, (os.path.basename(vqgan_path), os.path.basename(transformer_path)))

@@ -15,6 +15,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from .. import memory
 from .animeinterp import AnimeInterp, AnimeInterpConfig, FrameState
 from .timing import OutFrame
 
@@ -78,7 +79,9 @@ def interpolate_clip(
     size = padded_size(h, w, model.size_multiple, model.min_size)
     total = len(plan)
     if out is None:
-        out = torch.empty((total, h, w, 3), dtype=torch.float32, device=frames.device)
+        out = memory.allocate((total, h, w, 3), torch.float32, frames.device,
+                              f"the interpolated clip ({total} frames of {w}x{h})",
+                              "Interpolate fewer frames at a time, or to a lower frame rate.")
     stats = RunStats(padded_from=(h, w), padded_to=size)
     cache: dict[int, FrameState] = {}
     flows_for: tuple[int, int] | None = None

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..checkpoint_io import SAFETENSORS_EXTENSIONS, explain_load_errors, read_state_dict
+from ..checkpoint_io import SAFETENSORS_EXTENSIONS, explain_load_errors, owned_tensor, read_state_dict
 from ..errors import AnimeVideoModelError
 from ..svd import detect
 from ..svd.loader import SVDModel, _materialize, load_svd
@@ -66,7 +66,7 @@ def _read_lvcd(path: str, dtype: torch.dtype) -> dict[str, torch.Tensor]:
         with explain_load_errors(name, path), safe_open(path, framework="pt") as f:
             keys = list(f.keys())
             _require_lvcd(keys, name)
-            return {k: f.get_tensor(k).to(dtype) for k in keys
+            return {k: owned_tensor(f.get_tensor(k).to(dtype)) for k in keys
                     if k.startswith((keymap.CONTROL_PREFIX, keymap.UNET_PREFIX))}
     sd = read_state_dict(path)
     _require_lvcd(list(sd), name)

@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..checkpoint_io import SAFETENSORS_EXTENSIONS, explain_load_errors, read_state_dict
+from ..checkpoint_io import (SAFETENSORS_EXTENSIONS, explain_load_errors, own_module_tensors, owned_tensor,
+                             read_state_dict)
 from ..errors import AnimeVideoModelError
 from . import detect, keymap
 
@@ -102,7 +103,7 @@ class _TensorSource:
         with explain_load_errors(os.path.basename(self.path), self.path), safe_open(self.path, framework="pt") as f:
             for k in f.keys():
                 if k.startswith(prefix):
-                    out[k[len(prefix):]] = f.get_tensor(k).to(dtype)
+                    out[k[len(prefix):]] = owned_tensor(f.get_tensor(k).to(dtype))
         return out
 
 
@@ -205,7 +206,7 @@ def load_diffusers_folder(path: str, dtype: torch.dtype) -> SVDModel:
     if type(unet).__name__ != "UNetSpatioTemporalConditionModel":
         raise AnimeVideoModelError(f"'{path}/unet' is a {type(unet).__name__}, not an SVD UNet.")
     for m in (unet, vae, clip):
-        m.eval().requires_grad_(False)
+        own_module_tensors(m).eval().requires_grad_(False)
     return SVDModel(unet=unet, vae=vae, image_encoder=clip, dtype=dtype, source=path, layout="diffusers")
 
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from .. import dependencies
 from ..checkpoint_io import read_state_dict
 from ..errors import AnimeVideoInputError, AnimeVideoModelError
 from . import animesr
@@ -150,6 +151,8 @@ def load_state_dict_upscaler(sd: dict, name: str, dtype_name: str = "auto", devi
         cfg = model.config
         return Upscaler(KIND_ANIMESR, model, cfg.netscale, "AnimeSR", name, dtype, size_multiple=animesr.MOD,
                         details={"num_feat": cfg.num_feat, "num_block": cfg.num_block})
+    if dependencies.installed_version("spandrel") is not None:
+        dependencies.require("Upscale (spandrel models)")
     try:
         import spandrel
     except ImportError:

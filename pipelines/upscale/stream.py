@@ -41,7 +41,8 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from ..errors import AnimeVideoInputError, AnimeVideoModelError
+from .. import memory
+from ..errors import AnimeVideoInputError, AnimeVideoMemoryError
 from ..image_ops import comfy_image_to_bchw
 from ..svd.decode import _ramp
 from .loader import Upscaler
@@ -106,6 +107,71 @@ def plan_clip(upscaler: Upscaler, n: int, h: int, w: int, opts: StreamOptions) -
     else:
         out = sr
     return ClipPlan(n, (h, w), (mh, mw), (ph, pw), sr, out)
+
+
+# ---------------------------------------------------------------------------------------------
+# Memory
+# ---------------------------------------------------------------------------------------------
+
+# Feature maps of the model's width alive at once in a forward pass (input, output, a residual or dense branch).
+LIVE_FEATURE_MAPS = 4
+# Tile sizes tried, largest first, when whole frames would not fit the RAM.
+TILE_CHOICES = (1024, 512, 256, 128, 64, MIN_TILE)
+
+
+def feature_width(upscaler: Upscaler) -> int:
+    """The widest convolution of the model (its feature maps' channel count)."""
+    widths = [m.out_channels for m in upscaler.model.modules() if isinstance(m, torch.nn.Conv2d)]
+    return max(widths, default=64)
+
+
+def memory_needs(upscaler: Upscaler, plan: ClipPlan, opts: StreamOptions, device,
+                 input_dtype: torch.dtype = torch.float32) -> tuple[int, int]:
+    """(result, working) bytes of RAM a run takes: the float32 output clip, and what it needs besides while it
+    works (the float32 copy of a non-float32 input; on a CPU device also the model's feature maps, the upscaled
+    frame and, with tiles, the full-frame blend buffers). On a GPU the model's memory is the GPU's own business
+    (an out-of-memory there switches to tiles)."""
+    n = plan.frames
+    result = n * plan.out_hw[0] * plan.out_hw[1] * 3 * 4
+    working = 0
+    if input_dtype != torch.float32:
+        working += n * plan.in_hw[0] * plan.in_hw[1] * 3 * 4
+    if torch.device(device).type != "cpu":
+        return result, working
+    elem = upscaler.dtype.itemsize
+    ph, pw = plan.padded_hw
+    s = upscaler.scale
+    tile = opts.tile_size if opts.tile_size and upscaler.can_tile and opts.tile_size < max(ph, pw) else 0
+    th, tw = (min(tile, ph), min(tile, pw)) if tile else (ph, pw)
+    working += th * tw * feature_width(upscaler) * elem * LIVE_FEATURE_MAPS  # feature maps of one frame or tile
+    working += 2 * (th * s) * (tw * s) * 3 * 4  # its output and a float32 / resized copy
+    working += min(opts.chunk_size, n) * ph * pw * 3 * elem  # the chunk of input frames on the device
+    if tile:
+        working += (ph * s) * (pw * s) * 4 * 6  # blend accumulator (3 channels), weight sum, inverse, tile ramps
+    if upscaler.recurrent:
+        working += (ph * s) * (pw * s) * 3 * elem + ph * pw * 64 * elem  # fed-back SR frame and hidden state
+    if plan.out_hw != plan.sr_hw:
+        working += (ph * s) * (pw * s) * 3 * 4  # the Lanczos resize of each frame
+    return result, working
+
+
+def fit_to_memory(upscaler: Upscaler, plan: ClipPlan, opts: StreamOptions, device, available: int | None,
+                  input_dtype: torch.dtype = torch.float32) -> tuple[StreamOptions, int, int]:
+    """``opts`` unchanged when the run fits ``available`` bytes of RAM; with tile_size 0 and whole frames too
+    large, the largest tile of TILE_CHOICES that fits (as the out-of-memory fallback would pick later). Returns
+    (options, result bytes, working bytes) for memory.check_fits."""
+    result, working = memory_needs(upscaler, plan, opts, device, input_dtype)
+    if available is None or result + working + memory.HEADROOM_BYTES <= available:
+        return opts, result, working
+    if opts.tile_size == 0 and upscaler.can_tile and torch.device(device).type == "cpu":
+        for tile in TILE_CHOICES:
+            if tile >= max(plan.padded_hw):
+                continue
+            tiled = StreamOptions(**{**opts.__dict__, "tile_size": tile})
+            r, w = memory_needs(upscaler, plan, tiled, device, input_dtype)
+            if r + w + memory.HEADROOM_BYTES <= available:
+                return tiled, r, w
+    return opts, result, working
 
 
 # ---------------------------------------------------------------------------------------------
@@ -294,13 +360,15 @@ class _Runner:
         while True:
             try:
                 return fn(self._boxes(h, w))
-            except torch.OutOfMemoryError as e:
+            except (torch.OutOfMemoryError, RuntimeError, MemoryError) as e:
+                if not memory.is_allocation_failure(e):  # a CPU allocator failure is a RuntimeError
+                    raise
                 _empty_cache(self.device)
                 align = self.up.size_multiple
                 current = self.tile if self.tile and self.tile < max(h, w) else max(h, w)
                 smaller = current // 2 // align * align
                 if not self.up.can_tile or smaller < MIN_TILE:
-                    raise AnimeVideoModelError(
+                    raise AnimeVideoMemoryError(
                         f"Out of memory on {self.device} upscaling {h}x{w} px frames even in tiles of "
                         f"{current} px. Free memory (other models), use input_rescaling below 1, or run on a "
                         f"device with more memory. ({e})") from None
@@ -431,7 +499,9 @@ def upscale_frames(upscaler: Upscaler, frames: torch.Tensor, opts: StreamOptions
     plan = plan_clip(upscaler, n, h, w, opts)
     shape = (n, *plan.out_hw, 3)
     if out is None:
-        out = torch.empty(shape, dtype=torch.float32, device=opts.out_device)
+        out = memory.allocate(shape, torch.float32, opts.out_device,
+                              f"the upscaled clip ({n} frames of {plan.out_hw[1]}x{plan.out_hw[0]})",
+                              "Lower output_scale or input_rescaling, or upscale fewer frames at a time.")
     elif tuple(out.shape) != shape or out.dtype != torch.float32:
         raise AnimeVideoInputError(f"out: expected a float32 tensor {shape}, got {out.dtype} {tuple(out.shape)}.")
     device = torch.device(device) if device is not None else upscaler.device

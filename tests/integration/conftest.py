@@ -5,7 +5,8 @@ environment has ComfyUI's and this pack's requirements) are set; otherwise every
 ``shared/tools/comfyui-harness.sh setup`` makes such a pair and ``... env`` prints the exports.
 
 The session fixture ``comfy`` builds a throwaway ``--base-directory`` (custom_nodes/ holding a symlink
-to this checkout, models/ with tiny random-weight models from scripts/make_tiny_models.py, input/,
+to this checkout, models/ with tiny random-weight models from scripts/make_tiny_models.py, input/ (holding one
+picture of the 'user' under an example input's name),
 output/, user/), starts ``main.py --cpu`` on a free loopback port, waits for /system_stats and stops
 the server at the end of the session, also when a test or the start itself fails.
 """
@@ -24,8 +25,12 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 HERE = os.path.dirname(os.path.abspath(__file__))
-SKIP_REASON = ("set COMFYUI_DIR and COMFYUI_PYTHON (see shared/tools/comfyui-harness.sh) "
-               "to run the real-ComfyUI tests")
+SKIP_REASON = ("no ComfyUI to test in: `bash scripts/run_tests.sh` sets one up when ../shared (the ComfyUI "
+               "snapshot and harness) lies beside this checkout; otherwise set COMFYUI_DIR (a ComfyUI source "
+               "tree) and COMFYUI_PYTHON (its Python, with this pack's requirements) - README, 'Tests'")
+# CI sets this: there, a missing ComfyUI is an error, never a quiet skip.
+REQUIRE_ENV = "ANIMEVIDEO_REQUIRE_COMFYUI"
+LOG_TAIL_LINES = 60
 PACK_LINK_NAME = "AnimeVideo"  # the folder name ComfyUI sees in custom_nodes/ (also its module name)
 START_TIMEOUT_S = float(os.environ.get("COMFYUI_START_TIMEOUT", "180"))
 STOP_TIMEOUT_S = 20.0
@@ -39,10 +44,56 @@ def pytest_collection_modifyitems(config, items):
     comfy_dir, comfy_python = comfy_env()
     if comfy_dir and comfy_python:
         return
+    if os.environ.get(REQUIRE_ENV) and any(str(item.path).startswith(HERE + os.sep) for item in items):
+        raise pytest.UsageError(f"{REQUIRE_ENV} is set but COMFYUI_DIR / COMFYUI_PYTHON are not: {SKIP_REASON}")
     skip = pytest.mark.skip(reason=SKIP_REASON)
     for item in items:
         if str(item.path).startswith(HERE + os.sep):
             item.add_marker(skip)
+
+
+_running_servers = []  # the session's ComfyServer while it runs (for the failure report)
+_outcomes = {"passed": 0, "failed": 0, "skipped": 0, "errors": 0}
+
+
+def _is_integration(item) -> bool:
+    return str(item.path).startswith(HERE + os.sep)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """A failing real-ComfyUI test shows what a person needs to fix it: the workflow it ran and the
+    server log's last lines (the node and its error are in the assertion message, RunResult.describe)."""
+    outcome = yield
+    report = outcome.get_result()
+    if not _is_integration(item):
+        return
+    if report.when == "call":
+        _outcomes[report.outcome] += 1
+    elif report.skipped:  # skipped in setup (no ComfyUI, a missing client library)
+        _outcomes["skipped"] += 1
+    elif report.failed:  # a setup/teardown error (the server did not start, say)
+        _outcomes["errors"] += 1
+    if report.failed and _running_servers:
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        workflow = params.get("path")
+        if workflow:
+            report.sections.append(("workflow", os.path.relpath(workflow, ROOT)))
+        report.sections.append((f"ComfyUI server log, last {LOG_TAIL_LINES} lines",
+                                _running_servers[-1].log_tail(LOG_TAIL_LINES)))
+
+
+def pytest_terminal_summary(terminalreporter):
+    if any(_outcomes.values()):
+        comfy_dir, _ = comfy_env()
+        terminalreporter.write_line(
+            f"real-ComfyUI integration tests ({comfy_dir or 'no ComfyUI'}): {_outcomes['passed']} passed, "
+            f"{_outcomes['failed']} failed, {_outcomes['errors']} errors, {_outcomes['skipped']} skipped")
+
+
+def read_bytes(path) -> bytes:
+    with open(path, "rb") as f:
+        return f.read()
 
 
 def free_port() -> int:
@@ -80,9 +131,7 @@ class RunResult:
     def describe(self):
         errors = self.of_type("execution_error")
         if errors:
-            e = errors[0]
-            return (f"execution_error in node {e.get('node_id')} ({e.get('node_type')}): "
-                    f"{e.get('exception_type')}: {e.get('exception_message')}\n{''.join(e.get('traceback') or [])}")
+            return reporting().describe_execution_error(errors[0])
         return f"events {self.types}, history status {self.status}"
 
 
@@ -193,23 +242,29 @@ class ComfyServer:
         ws = websocket.create_connection(f"ws://127.0.0.1:{self.port}/ws?clientId={client_id}", timeout=10)
         return client_id, ws
 
-    def queue(self, prompt, client_id):
+    def queue(self, prompt, client_id, extra_data=None):
         # core's full-size text / CLIP-vision encoders -> the test-only stand-ins (a no-op for other prompts)
         prompt = fake_encoders_swap().swap_core_encoders(prompt)
-        r = self.post("/prompt", {"prompt": prompt, "client_id": client_id})
-        assert r.status_code == 200, f"POST /prompt answered {r.status_code}: {r.text[:4000]}"
-        body = r.json()
-        assert not body.get("node_errors"), f"node_errors: {body['node_errors']}"
+        payload = {"prompt": prompt, "client_id": client_id}
+        if extra_data:
+            payload["extra_data"] = extra_data  # e.g. the frontend's per-prompt "preview_method"
+        r = self.post("/prompt", payload)
+        try:
+            body = r.json()
+        except ValueError:
+            body = r.text
+        assert r.status_code == 200 and isinstance(body, dict) and not body.get("node_errors"), \
+            reporting().describe_prompt_rejection(r.status_code, body)
         return body["prompt_id"]
 
-    def run(self, prompt, timeout=300.0, on_message=None) -> RunResult:
+    def run(self, prompt, timeout=300.0, on_message=None, extra_data=None) -> RunResult:
         """Queue ``prompt`` and follow it on the websocket until the server reports it done.
 
         ``on_message(type, data, prompt_id)`` is called for each of this prompt's text messages.
         """
         client_id, ws = self.connect()
         try:
-            prompt_id = self.queue(prompt, client_id)
+            prompt_id = self.queue(prompt, client_id, extra_data)
             messages = []
             deadline = time.monotonic() + timeout
             while True:
@@ -253,21 +308,40 @@ def make_tiny_models(models_dir):
         raise RuntimeError(f"make_tiny_models.py failed ({r.returncode}):\n{r.stdout}\n{r.stderr}")
 
 
-def fake_encoders_swap():
-    """tests/integration/fake_encoders/swap.py: the test-only encoder pack's installer and prompt rewriter."""
+def load_local_module(name, filename):
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("animevideo_fake_encoders_swap",
-                                                  os.path.join(HERE, "fake_encoders", "swap.py"))
+    spec = importlib.util.spec_from_file_location(name, os.path.join(HERE, filename))
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
+
+
+def reporting():
+    """tests/integration/reporting.py (this folder is no package)."""
+    return load_local_module("animevideo_integration_reporting", "reporting.py")
+
+
+def fake_encoders_swap():
+    """tests/integration/fake_encoders/swap.py: the test-only encoder pack's installer and prompt rewriter."""
+    return load_local_module("animevideo_fake_encoders_swap", os.path.join("fake_encoders", "swap.py"))
 
 
 def install_fake_encoders(base_dir, models_dir):
     """Symlink the test-only encoder pack into custom_nodes/ and add placeholder encoder names to models/
     (the AniSora workflows name core's UMT5 / CLIP-vision files; runs swap those nodes for the fakes)."""
     fake_encoders_swap().install(base_dir, models_dir)
+
+
+# A picture of the user's own under the name of one of the pack's example inputs, in input/ before the server
+# starts: the pack copies its example inputs into input/ at load and must leave this one as it is.
+USERS_PICTURE = "animevideo_example_first_frame.png"
+
+
+def write_users_picture(path):
+    from PIL import Image
+
+    Image.new("RGB", (96, 64), (200, 40, 90)).save(path)
 
 
 @pytest.fixture(scope="session")
@@ -291,10 +365,18 @@ def comfy(tmp_path_factory):
     os.symlink(ROOT, base / "custom_nodes" / PACK_LINK_NAME)
     os.symlink(models_dir, base / "models")
     install_fake_encoders(str(base), models_dir)
+    write_users_picture(str(base / "input" / USERS_PICTURE))
+    users_picture = (USERS_PICTURE, read_bytes(str(base / "input" / USERS_PICTURE)))
 
     server = ComfyServer(comfy_dir, comfy_python, str(base), models_dir, str(work / "server.log"))
     try:
+        _running_servers.append(server)
         server.start()
+        server.input_files_at_start = {name: read_bytes(os.path.join(server.input_dir, name))
+                                       for name in sorted(os.listdir(server.input_dir))
+                                       if os.path.isfile(os.path.join(server.input_dir, name))}
+        server.users_picture = users_picture
         yield server
     finally:
         server.stop()
+        _running_servers.remove(server)

@@ -19,7 +19,7 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 WORKFLOWS = os.path.join(ROOT, "workflows")
 API = os.path.join(WORKFLOWS, "api")
-EXAMPLES = os.path.join(ROOT, "examples")
+EXAMPLES = os.path.join(ROOT, "example_inputs")
 OUR_PREFIX = "AnimeVideo"
 WIDGET_TYPES = ("INT", "FLOAT", "STRING", "BOOLEAN", "COMBO")
 UPLOAD_FLAGS = ("image_upload", "video_upload", "audio_upload", "animated_image_upload", "mesh_upload")
@@ -48,8 +48,12 @@ MEMTEST_POLL_S = 30.0
 MEMTEST_IDLE_S = 2.0
 MEMTEST_FREE_TRIES = 2
 
-API_FILES = sorted(glob.glob(os.path.join(API, "*.json")))
-UI_FILES = sorted(glob.glob(os.path.join(WORKFLOWS, "*.json")))
+# workflows/*.json are the Templates browser's; workflows/experimental/ (GANime: no public weights) are not
+# listed there but run here like the others.
+TEMPLATE_FILES = sorted(glob.glob(os.path.join(WORKFLOWS, "*.json")))
+EXPERIMENTAL_UI = sorted(glob.glob(os.path.join(WORKFLOWS, "experimental", "*.json")))
+API_FILES = sorted(glob.glob(os.path.join(API, "*.json")) + glob.glob(os.path.join(API, "experimental", "*.json")))
+UI_FILES = TEMPLATE_FILES + EXPERIMENTAL_UI
 
 
 def stem(path):
@@ -62,7 +66,7 @@ def load(path):
 
 
 def api_copy(ui_path):
-    return os.path.join(API, os.path.basename(ui_path))
+    return os.path.join(API, os.path.relpath(ui_path, WORKFLOWS))
 
 
 def is_link(v):
@@ -222,21 +226,7 @@ def video_props(comfy, path) -> dict:
 
 
 @pytest.fixture(scope="session")
-def uploaded_examples(comfy):
-    """Every example image, uploaded through POST /upload/image (as the canvas does)."""
-    names = []
-    for path in sorted(glob.glob(os.path.join(EXAMPLES, "*"))):
-        if path.lower().endswith((".png", ".jpg", ".jpeg", ".webp")):
-            answer = comfy.upload_image(path)
-            assert answer["name"] == os.path.basename(path), answer
-            assert os.path.isfile(os.path.join(comfy.input_dir, answer.get("subfolder", ""), answer["name"]))
-            names.append(answer["name"])
-    return names
-
-
-@pytest.fixture(scope="session")
-def object_info(comfy, uploaded_examples):
-    # fetched after the uploads, so LoadImage's combo lists the example images
+def object_info(comfy):
     return comfy.object_info(refresh=True)
 
 
@@ -278,10 +268,46 @@ def test_object_info_lists_every_node(comfy, our_nodes):
     assert not stray, f"/object_info has {OUR_PREFIX}* nodes not in NODE_CLASS_MAPPINGS: {stray}"
 
 
+def test_example_inputs_are_in_input_at_start_and_the_users_file_is_kept(comfy, object_info):
+    """The pack copied its example inputs into input/ while loading (nothing was uploaded), except the one name
+    the user already had a picture under, which is byte for byte the user's."""
+    users_name, users_bytes = comfy.users_picture
+    at_start = comfy.input_files_at_start
+    names = sorted(os.listdir(EXAMPLES))
+    assert users_name in names
+    for name in names:
+        assert name in at_start, f"{name} is not in input/ after the pack loaded"
+        if name == users_name:
+            assert at_start[name] == users_bytes, "the user's picture was replaced by the example input"
+        else:
+            with open(os.path.join(EXAMPLES, name), "rb") as f:
+                assert at_start[name] == f.read(), f"input/{name} differs from example_inputs/{name}"
+    assert set(names) <= set(object_info["LoadImage"]["input"]["required"]["image"][0])
+
+
 def test_shipped_svd_models_are_listed(comfy, object_info):
     names = object_info["AnimeVideoLoadSVD"]["input"]["required"]["ckpt_name"][0]
     assert "svd_xt.safetensors" in names
     assert "stable-video-diffusion-img2vid-xt" in names
+
+
+# ---------------------------------------------------------------------------------------------
+# Templates browser
+# ---------------------------------------------------------------------------------------------
+
+def test_every_workflow_template_opens(comfy):
+    """What the Templates browser does: list the pack's templates, then fetch each one by name."""
+    import requests
+
+    pack = os.path.basename(comfy.pack_link)
+    listing = comfy.get("/api/workflow_templates")
+    assert sorted(listing.get(pack, [])) == sorted(stem(p) for p in TEMPLATE_FILES), listing.get(pack)
+    assert EXPERIMENTAL_UI and not {stem(p) for p in EXPERIMENTAL_UI} & set(listing[pack])
+    for name in listing[pack]:
+        r = requests.get(f"{comfy.url}/api/workflow_templates/{pack}/{name}.json", timeout=30)
+        assert r.status_code == 200, f"template {name}: GET answered {r.status_code}"
+        with open(os.path.join(WORKFLOWS, name + ".json"), "rb") as f:
+            assert r.content == f.read(), f"template {name}: the server sent something else than the file"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -354,12 +380,15 @@ def test_ui_workflow_matches_object_info_and_api_copy(path, object_info):
 # ---------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("path", API_FILES, ids=stem)
-def test_api_workflow_runs_and_saves(path, comfy, uploaded_examples):
+def test_api_workflow_runs_and_saves(path, comfy):
+    """Each shipped workflow as queued from a fresh install: nothing is uploaded, the Load Image files are the
+    pack's own copies in input/ (or, for animevideo_example_first_frame.png, the user's picture of that name)."""
     prompt = small_run_prompt(path, **MULTI_SEGMENT.get(stem(path), {}))
     started = time.time()
-    result = comfy.run(prompt, timeout=600)
-    assert "execution_success" in result.types, result.describe() + "\n" + comfy.log_tail()
-    assert result.status == "success", result.describe()
+    # the server starts with ComfyUI's default preview method 'none'; the frontend's setting comes per prompt
+    result = comfy.run(prompt, timeout=600, extra_data={"preview_method": "auto"})
+    assert "execution_success" in result.types, f"workflow {stem(path)}: {result.describe()}"
+    assert result.status == "success", f"workflow {stem(path)}: {result.describe()}"
     assert not result.of_type("execution_error")
 
     progress = result.of_type("progress")
@@ -409,6 +438,40 @@ EXPECTED_VIDEO = {
 }
 
 
+def test_nul_in_a_model_name_is_a_validation_error(comfy):
+    prompt = load(os.path.join(API, "svd_image_to_video.json"))
+    loader = next(i for i, n in prompt.items() if n["class_type"] == "AnimeVideoLoadSVD")
+    prompt[loader]["inputs"]["ckpt_name"] = "svd_xt\x00.safetensors"
+    r = comfy.post("/prompt", {"prompt": prompt})
+    assert r.status_code == 400, r.text[:2000]
+    errors = r.json()["node_errors"][loader]["errors"]
+    assert any(e["details"].startswith("ckpt_name - ckpt_name:") and "NUL" in e["details"] for e in errors), errors
+
+
+def test_nan_frame_rate_is_an_error_naming_the_input(comfy):
+    prompt = fresh_seed(load(os.path.join(API, "anime_interpolate_x2.json")))
+    node = next(i for i, n in prompt.items() if n["class_type"] == "AnimeVideoInterpolate")
+    prompt[node]["inputs"]["source_fps"] = float("nan")  # JSON NaN: ComfyUI's min/max check lets it through
+    result = comfy.run(prompt, timeout=300)
+    errors = result.of_type("execution_error")
+    assert errors, result.describe()
+    assert errors[0]["exception_type"].endswith("AnimeVideoInputError"), errors[0]
+    assert errors[0]["exception_message"].startswith("source_fps: nan"), errors[0]["exception_message"]
+
+
+def test_previews_follow_the_preview_method(comfy):
+    """latent_preview is on in the SVD workflow; ComfyUI's preview method 'none' (its default, or the frontend's
+    setting sent with the prompt) means no preview images, any other method means previews."""
+    path = os.path.join(API, "svd_image_to_video.json")
+    assert any(n["inputs"].get("latent_preview") is True for n in load(path).values())
+    counts = {}
+    for method in ("none", "latent2rgb"):
+        result = comfy.run(small_run_prompt(path), timeout=600, extra_data={"preview_method": method})
+        assert "execution_success" in result.types, result.describe()
+        counts[method] = sum(1 for d in result.of_type("binary") if d["event"] == 1)
+    assert counts["none"] == 0 and counts["latent2rgb"] > 0, counts
+
+
 def sampler_workflow():
     for path in API_FILES:
         prompt = load(path)
@@ -419,7 +482,7 @@ def sampler_workflow():
     pytest.skip("no shipped API workflow has one of our nodes with a 'steps' input and the SVD loader")
 
 
-def test_interrupt_stops_a_run_and_the_next_prompt_runs(comfy, uploaded_examples):
+def test_interrupt_stops_a_run_and_the_next_prompt_runs(comfy):
     path = sampler_workflow()
     prompt = small_run_prompt(path, steps=INTERRUPT_STEPS)
     sent = {}
@@ -484,7 +547,7 @@ def write_memtest_checkpoint(path):
     assert r.returncode == 0, f"could not write {path}:\n{r.stderr[-3000:]}"
 
 
-def test_free_releases_our_models(comfy, uploaded_examples, record_property):
+def test_free_releases_our_models(comfy, record_property):
     path = sampler_workflow()
     prompt = load(path)
     assert any("ckpt_name" in n["inputs"] for n in prompt.values()), "the sampler workflow has no ckpt_name"
