@@ -276,3 +276,16 @@ def explain_load_errors(name: str, path: str | None = None, needs: dict[str, str
         if isinstance(e, RuntimeError) and any(m in str(e) for m in _CORRUPT_MARKERS):
             raise AnimeVideoModelError(damaged_file_message(name, e)) from None
         raise
+
+
+def unwrap_state_dict(obj) -> dict[str, torch.Tensor]:
+    # Training frameworks nest the weights (Lightning, BasicSR, plain PyTorch scripts), sometimes twice.
+    wrappers = ("state_dict", "params_ema", "params-ema", "params", "model_state_dict", "model", "net")
+    for _ in range(2):
+        for wrapper in wrappers:
+            if isinstance(obj, dict) and wrapper in obj and isinstance(obj[wrapper], dict):
+                obj = obj[wrapper]
+                break
+    if not isinstance(obj, dict):
+        raise AnimeVideoModelError("The checkpoint does not contain a state dict of tensors.")
+    return {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
