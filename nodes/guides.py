@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import torch
 
+from ..pipelines import storyboard
 from ..pipelines.errors import AnimeVideoInputError
 from ..pipelines.guides import Guide
-from ..pipelines.image_ops import comfy_image_to_bchw
+from ..pipelines.image_ops import FIT_MODES, comfy_image_to_bchw
 
 GUIDE = "ANIMEVIDEO_GUIDE"
 CATEGORY = "AnimeVideo/Guides"
@@ -100,11 +101,90 @@ class AnimeVideoMotionMask:
         return (incoming(guide).with_motion_mask(m),)
 
 
+MAX_STORYBOARD_SIDE = 16384  # px: a bigger picture is refused before it is drawn
+
+
+class AnimeVideoGuidePreview:
+    DESCRIPTION = ("Shows a guide chain as a storyboard before (or after) sampling: one thumbnail per frame, "
+                   "keyframes outlined in orange with their strength, the region a motion mask lets move tinted "
+                   "cyan, frames the guide leaves free in grey. Connect the sampler's frames to see the result "
+                   "under the same marks.")
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "guide": (GUIDE, {"tooltip": "The guide chain to show (the last Keyframe / Motion Mask node's "
+                                  "output, the one the sampler gets)."}),
+                "num_frames": ("INT", {"default": 14, "min": 1, "max": 4096, "tooltip": "The sampler's "
+                                       "num_frames: negative keyframe indices count back from it. Ignored when "
+                                       "frames is connected (its frame count is used)."}),
+                "width": ("INT", {"default": 1024, "min": 16, "max": 8192, "step": 8, "tooltip": "The sampler's "
+                                  "output width (sets the thumbnails' aspect and how keyframes and masks are "
+                                  "fitted). Ignored when frames is connected."}),
+                "height": ("INT", {"default": 576, "min": 16, "max": 8192, "step": 8, "tooltip": "The sampler's "
+                                   "output height. Ignored when frames is connected."}),
+                "fit": (list(FIT_MODES), {"default": "crop", "tooltip": "The sampler's fit mode: how keyframe "
+                                          "pictures and the mask meet the output size (crop / pad / stretch)."}),
+            },
+            "optional": {
+                "frames": ("IMAGE", {"tooltip": "Optional: the sampled clip. Its frames become the thumbnails, "
+                                     "with the keyframe outlines and the motion tint over them."}),
+                "thumb_height": ("INT", {"default": 72, "min": 16, "max": 512, "tooltip": "Height of each "
+                                         "thumbnail in pixels."}),
+                "columns": ("INT", {"default": 8, "min": 1, "max": 64, "tooltip": "Thumbnails per row."}),
+            },
+        }
+
+    RETURN_TYPES = ("IMAGE", "STRING")
+    RETURN_NAMES = ("storyboard", "info")
+    OUTPUT_TOOLTIPS = ("The storyboard picture, for a Preview Image.",
+                       "Where each keyframe lands and how much of the frame may move (also shown on the node).")
+    FUNCTION = "preview"
+    CATEGORY = CATEGORY
+
+    def preview(self, guide, num_frames, width, height, fit, frames=None, thumb_height=72, columns=8):
+        g = incoming(guide)
+        if fit not in FIT_MODES:
+            raise AnimeVideoInputError(f"fit: '{fit}' is not one of {', '.join(FIT_MODES)}.")
+        clip = None
+        if frames is not None:
+            clip = comfy_image_to_bchw(frames, "frames").permute(0, 2, 3, 1)
+            if clip.shape[0] == 0:
+                raise AnimeVideoInputError("frames: the batch is empty; connect the sampled clip or leave it out.")
+            num_frames, height, width = int(clip.shape[0]), int(clip.shape[1]), int(clip.shape[2])
+        for name, value, low in (("num_frames", num_frames, 1), ("width", width, 1), ("height", height, 1),
+                                 ("thumb_height", thumb_height, 16), ("columns", columns, 1)):
+            if int(value) != value or value < low:
+                raise AnimeVideoInputError(f"{name}: {value} is not allowed; give a whole number of at least {low}.")
+        layout = storyboard.storyboard_layout(int(num_frames), int(width), int(height), int(thumb_height),
+                                              int(columns))
+        if max(layout.size) > MAX_STORYBOARD_SIDE:
+            raise AnimeVideoInputError(
+                f"num_frames: {num_frames} thumbnails of {layout.thumb_w}x{layout.thumb_h} px in {layout.columns} "
+                f"columns make a {layout.size[1]}x{layout.size[0]} px picture (at most {MAX_STORYBOARD_SIDE} px a "
+                "side); raise columns or lower thumb_height.")
+        picture, layout = storyboard.guide_storyboard(g, int(num_frames), int(width), int(height), fit, clip,
+                                                      int(thumb_height), int(columns))
+        lines = [f"Guide on a clip of {num_frames} frames, {width}x{height}, fit {fit}: {g.describe()}."]
+        for r in g.resolve_keyframes(int(num_frames)):
+            asked = "" if r.requested == r.index else f" (frame_index {r.requested})"
+            lines.append(f"Frame {r.index}{asked}: keyframe, strength {r.keyframe.strength:g}.")
+        if g.motion_mask is not None:
+            lines.append("Tinted region: may move on the frames between keyframes; the rest is held to the nearest "
+                         "keyframe.")
+        info = "\n".join(lines)
+        image = torch.from_numpy(picture).float().div(255)[None]
+        return {"ui": {"text": [info]}, "result": (image, info)}
+
+
 NODE_CLASS_MAPPINGS = {
     "AnimeVideoKeyframe": AnimeVideoKeyframe,
     "AnimeVideoMotionMask": AnimeVideoMotionMask,
+    "AnimeVideoGuidePreview": AnimeVideoGuidePreview,
 }
 NODE_DISPLAY_NAME_MAPPINGS = {
     "AnimeVideoKeyframe": "Keyframe Guide (AnimeVideo)",
     "AnimeVideoMotionMask": "Motion Mask Guide (AnimeVideo)",
+    "AnimeVideoGuidePreview": "Guide Storyboard (AnimeVideo)",
 }

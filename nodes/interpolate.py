@@ -10,7 +10,7 @@ import os
 
 import torch
 
-from ..pipelines import memory
+from ..pipelines import memory, storyboard
 from ..pipelines.checkpoint_io import FileIdentity, explain_load_errors
 from ..pipelines.errors import AnimeVideoInputError, AnimeVideoModelError
 from ..pipelines.image_ops import comfy_image_to_bchw
@@ -168,11 +168,16 @@ class AnimeVideoInterpolate:
             },
         }
 
-    RETURN_TYPES = ("IMAGE", "FLOAT", "STRING")
-    RETURN_NAMES = ("frames", "fps", "info")
+    # timeline is last, so the slots of workflows made before it existed stay where they were
+    RETURN_TYPES = ("IMAGE", "FLOAT", "STRING", "IMAGE")
+    RETURN_NAMES = ("frames", "fps", "info", "timeline")
     OUTPUT_TOOLTIPS = ("The re-timed clip as an IMAGE batch [frames, H, W, 3].",
                        "The new frame rate, for core's Create Video.",
-                       "What dedup and scene-cut detection found and how the frames were made.")
+                       "What dedup and scene-cut detection found and how the frames were made (also shown on "
+                       "the node after a run).",
+                       "One picture of the same: source frames grouped into drawings (held frames on twos/threes "
+                       "form one block), scene cuts as red bars, output frames green when new (interpolated) "
+                       "and grey when copied. Connect a Preview Image.")
     FUNCTION = "interpolate"
     CATEGORY = CATEGORY
 
@@ -191,11 +196,11 @@ class AnimeVideoInterpolate:
         n, h, w, _ = clip.shape
         header = (f"AnimeInterp ({handle.name}), {int(flow_iterations)} flow refinement steps from zero initial flow "
                   f"(no segment-guided matching).")
+        analysis = timing.analyze_clip(clip, bool(dedup), float(dedup_threshold), float(scene_cut_threshold))
         if n == 1:
             info = [header, f"Only 1 frame: nothing to interpolate between; returned unchanged at {new_fps:g} fps."]
-            return (clip.contiguous(), float(new_fps), "\n".join(info))
+            return with_info(clip.contiguous(), new_fps, info, analysis, [timing.OutFrame(0)], source_fps, clip)
 
-        analysis = timing.analyze_clip(clip, bool(dedup), float(dedup_threshold), float(scene_cut_threshold))
         plan = timing.plan_retiming(analysis, float(source_fps), new_fps)
         lines = [header] + timing.describe(analysis, plan, float(source_fps), new_fps)
         model = handle.model
@@ -227,7 +232,15 @@ class AnimeVideoInterpolate:
                                                          on_frame=on_frame, check_interrupt=bridge.check_interrupt)
         finally:
             progress.close()
-        return (out, float(new_fps), "\n".join(lines))
+        return with_info(out, new_fps, lines, analysis, plan, source_fps, clip)
+
+
+def with_info(frames, new_fps, lines, analysis, plan, source_fps, clip):
+    """The node's outputs, plus its info text as a ``ui`` entry the pack's js/ extension shows on the node."""
+    info = "\n".join(lines)
+    picture, _ = storyboard.interpolation_timeline(analysis, plan, float(source_fps), float(new_fps), clip)
+    timeline = torch.from_numpy(picture).float().div(255)[None]
+    return {"ui": {"text": [info]}, "result": (frames, float(new_fps), info, timeline)}
 
 
 NODE_CLASS_MAPPINGS = {

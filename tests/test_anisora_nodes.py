@@ -8,7 +8,7 @@ import torch
 
 from animevideo.nodes import anisora as nodes
 from animevideo.nodes import guides as guide_nodes
-from animevideo.pipelines.anisora import tiny
+from animevideo.pipelines.anisora import cogvideox_tiny, tiny
 from animevideo.pipelines.errors import AnimeVideoInputError
 
 H, W = 32, 48
@@ -21,6 +21,7 @@ def models_dir(tmp_path_factory, one_thread):
     tiny.write_diffusers_folder(os.path.join(d, "diffusers", "anisora-tiny-diffusers"),
                                 tiny.build_tiny_transformer(0), tiny.build_tiny_vae(0))
     os.makedirs(os.path.join(d, "diffusers", "not-a-model"))
+    cogvideox_tiny.write_tiny_cogvideox(d, 0)  # AniSora V1 under its community folder name
     return d
 
 
@@ -209,3 +210,41 @@ def test_no_previews_when_comfyuis_preview_method_is_none(env, monkeypatch):
     sample(handle, first_frame_guide(), steps=2, latent_preview=True)
     assert shown and not any(shown)
     assert "latent_rgb" not in handle.model.extras  # not even the preview map was fitted
+
+
+def test_v1_cogvideox_nodes_end_to_end_equal_diffusers_pipeline(env):
+    """AniSora V1 through the real nodes (no fake module): Load AniSora on the tiny CogVideoX-5B-I2V-layout folder,
+    Keyframe at frame 0, AniSora Sampler with V1's defaults (DPM, DynamicCFG with the timestep quirk, a zero
+    negative as ConditioningZeroOut gives). Reference: diffusers' CogVideoXImageToVideoPipeline with the folder's
+    components loaded by diffusers itself and the prompt embeddings zero-padded to 226 as the node does.
+    Tolerance 1e-4 as the pipeline-level parity tests (measured: 0.0, bit-identical)."""
+    from diffusers import (AutoencoderKLCogVideoX, CogVideoXDPMScheduler, CogVideoXImageToVideoPipeline,
+                           CogVideoXTransformer3DModel)
+
+    size, frames_n, steps, cfg, seed = 64, 9, 3, 6.0, 5
+    name = cogvideox_tiny.FOLDER.split("/", 1)[1]
+    handle = nodes.AnimeVideoLoadAniSora().load(name, nodes.VAE_FROM_FOLDER, "auto")[0]
+    assert handle.model.backbone == "cogvideox"
+    img = torch.rand(1, size, size, 3, generator=torch.Generator().manual_seed(7))
+    guide = guide_nodes.AnimeVideoKeyframe().add(img, 0, 1.0)[0]
+    pos = conditioning(7, 3, dim=cogvideox_tiny.TINY_TRANSFORMER["text_embed_dim"])
+    neg = [[torch.zeros_like(pos[0][0]), {"pooled_output": None}]]
+    frames, info = nodes.AnimeVideoAniSoraSampler().sample(
+        handle, pos, guide, size, size, frames_n, steps, cfg, 5.0, "unipc", seed, negative=neg)
+    assert frames.shape == (frames_n, size, size, 3) and frames.dtype == torch.float32
+    assert "AniSora V1" in info and "DynamicCFG" in info and "latent slot 0" in info
+
+    folder = os.path.join(env, cogvideox_tiny.FOLDER)
+    pipe = CogVideoXImageToVideoPipeline(
+        tokenizer=None, text_encoder=None,
+        vae=AutoencoderKLCogVideoX.from_pretrained(folder, subfolder="vae"),
+        transformer=CogVideoXTransformer3DModel.from_pretrained(folder, subfolder="transformer"),
+        scheduler=CogVideoXDPMScheduler.from_pretrained(folder, subfolder="scheduler"))
+    pipe.set_progress_bar_config(disable=True)
+    padded = torch.cat([pos[0][0], torch.zeros(1, 226 - 7, pos[0][0].shape[-1])], dim=1)
+    ref = pipe(image=img.permute(0, 3, 1, 2), prompt_embeds=padded, negative_prompt_embeds=torch.zeros_like(padded),
+               height=size, width=size, num_frames=frames_n, num_inference_steps=steps, guidance_scale=cfg,
+               use_dynamic_cfg=True, generator=torch.Generator().manual_seed(seed), output_type="pt").frames[0]
+    ref = ref.permute(0, 2, 3, 1)
+    assert ref.std() > 0.05  # a real video, not a constant
+    assert (frames - ref).abs().max() <= 1e-4

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from animevideo.pipelines.anisora import tiny
+from animevideo.pipelines.anisora import cogvideox_tiny, tiny
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FAKE = os.path.join(ROOT, "tests", "integration", "fake_encoders")
@@ -63,6 +63,8 @@ def run_prompt(prompt, classes):
         ctype = node["class_type"]
         if ctype == "LoadImage":
             results[i] = LoadImage().run(**kwargs)
+        elif ctype == "ConditioningZeroOut":  # core's: the same conditioning with zeroed embeddings
+            results[i] = ([[torch.zeros_like(c[0]), dict(c[1])] for c in kwargs["conditioning"]],)
         elif ctype == "CreateVideo":
             results[i] = ((kwargs["images"], kwargs["fps"]),)
         elif ctype in ("SaveVideo", "PreviewAny"):
@@ -77,6 +79,7 @@ def run_prompt(prompt, classes):
 def test_fake_encoder_sizes_match_the_tiny_model(fake):
     pack, _ = fake
     assert pack.TEXT_DIM == tiny.TINY_TEXT_DIM and pack.IMAGE_DIM == tiny.TINY_IMAGE_DIM
+    assert pack.TEXT_DIM == cogvideox_tiny.TINY_TRANSFORMER["text_embed_dim"]  # the T5 stand-in for V1 too
     (cond,) = pack.AVTestTextEncode().encode("a b c")
     assert cond[0][0].shape == (1, 3, tiny.TINY_TEXT_DIM) and torch.equal(cond[0][0], pack.text_embedding("a b c"))
     (out,) = pack.AVTestClipVisionEncode().encode(torch.rand(1, 8, 8, 3))
@@ -132,3 +135,28 @@ def test_shipped_workflow_runs_with_swapped_encoders(stem, fake, tmp_path_factor
         assert "keyframe at frame 4 (asked -1) -> latent slot 1 (mask channel 3 of 4)" in info
     if stem == "anisora_localized_animation":
         assert "motion mask" in info
+
+
+def test_shipped_v1_workflow_runs_with_swapped_encoders(fake, tmp_path_factory, monkeypatch, one_thread):
+    """anisora_v1_image_to_video: Load AniSora on the tiny AniSora V1 (CogVideoX-5B-I2V layout) folder, the T5
+    stand-in for core's T5-XXL, ConditioningZeroOut as the negative, 9 frames (the server run's override)."""
+    import animevideo.nodes as pack_nodes
+
+    pack, swap = fake
+    models = str(tmp_path_factory.mktemp("anisora-v1-models"))
+    cogvideox_tiny.write_tiny_cogvideox(models, 0)
+    monkeypatch.setenv("ANIMEVIDEO_MODELS_DIR", models)
+    with open(os.path.join(ROOT, "workflows", "api", "anisora_v1_image_to_video.json")) as f:
+        prompt = swap.swap_core_encoders(json.load(f))
+    assert {n["class_type"] for n in prompt.values()} >= {"AVTestTextEncode", "ConditioningZeroOut"}
+    for node in prompt.values():
+        for k, v in dict(SMALL, num_frames=9).items():
+            if k in node["inputs"] and not isinstance(node["inputs"][k], list):
+                node["inputs"][k] = v
+    classes = dict(pack_nodes.NODE_CLASS_MAPPINGS, **pack.NODE_CLASS_MAPPINGS)
+    recorded = run_prompt(prompt, classes)
+    frames, fps = recorded["SaveVideo"]["video"]
+    assert frames.shape == (9, 64, 64, 3) and fps == 16.0
+    assert float(frames.std()) > 0.01
+    info = recorded["PreviewAny"]["source"]
+    assert "AniSora V1 (CogVideoX I2V)" in info and "latent slot 0" in info and "DynamicCFG s=6" in info

@@ -182,3 +182,45 @@ def test_motion_mask_node_inverts_and_rejects_an_empty_mask():
         mm.add(torch.ones(1, 8, 8), invert=True)
     (g2,) = mm.add(m, guide=guide_nodes.AnimeVideoKeyframe().add(torch.rand(1, 8, 8, 3), 0, 1.0)[0])
     assert len(g2.keyframes) == 1 and g2.motion_mask is not None
+
+
+def test_guide_storyboard_node_draws_the_chain_and_shows_its_info():
+    from animevideo.pipelines import storyboard as sb
+
+    kf = guide_nodes.AnimeVideoKeyframe()
+    (g,) = kf.add(torch.rand(1, 18, 32, 3), 0, 1.0)
+    (g,) = kf.add(torch.rand(1, 18, 32, 3), -1, 0.75, guide=g)
+    mask = torch.zeros(1, 18, 32)
+    mask[:, 4:12, 8:20] = 1
+    (g,) = guide_nodes.AnimeVideoMotionMask().add(mask, guide=g)
+    cls = nodes_pkg.NODE_CLASS_MAPPINGS["AnimeVideoGuidePreview"]
+    assert cls.RETURN_TYPES == ("IMAGE", "STRING") and cls.CATEGORY == "AnimeVideo/Guides"
+    answer = cls().preview(g, 6, 64, 36, "crop", thumb_height=36, columns=3)
+    image, info = answer["result"]
+    assert answer["ui"] == {"text": [info]}
+    assert "Frame 5 (frame_index -1): keyframe, strength 0.75." in info and "Frame 0: keyframe" in info
+    layout = sb.storyboard_layout(6, 64, 36, 36, 3)
+    assert image.shape == (1, *layout.size, 3) and image.dtype == torch.float32
+    pixels = (image[0] * 255).round().to(torch.uint8)
+    x0, y0, x1, y1 = layout.thumb_box(5)
+    assert tuple(pixels[y0 - 1, (x0 + x1) // 2].tolist()) == sb.KEYFRAME  # frame 5 is outlined
+    x0, y0, x1, y1 = layout.thumb_box(2)
+    assert tuple(pixels[y0 - 1, (x0 + x1) // 2].tolist()) == sb.BACKGROUND  # frame 2 is not
+
+    # a connected clip sets the frame count and the size
+    clip = torch.rand(4, 20, 40, 3)
+    image, info = cls().preview(g, 99, 8, 8, "crop", frames=clip, thumb_height=20)["result"]
+    assert "clip of 4 frames, 40x20" in info
+    assert image.shape[1:3] == sb.storyboard_layout(4, 40, 20, 20, 8).size
+
+
+@pytest.mark.parametrize("kw,name", [(dict(num_frames=3), "frame_index"), (dict(fit="zoom"), "fit"),
+                                     (dict(num_frames=4096, columns=1, thumb_height=512), "num_frames"),
+                                     (dict(guide="not a guide"), "guide"),
+                                     (dict(frames=torch.zeros(0, 8, 8, 3)), "frames")])
+def test_guide_storyboard_node_names_bad_inputs(kw, name):
+    (g,) = guide_nodes.AnimeVideoKeyframe().add(torch.rand(1, 8, 8, 3), 5, 1.0)
+    args = dict(guide=g, num_frames=8, width=64, height=36, fit="crop")
+    args.update(kw)
+    with pytest.raises(AnimeVideoInputError, match=name):
+        guide_nodes.AnimeVideoGuidePreview().preview(**args)

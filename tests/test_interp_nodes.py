@@ -48,11 +48,17 @@ def clip(drawings, h=128, w=128, shot=0):
     return torch.stack(out)
 
 
-def run(handle, frames, **kw):
+def run_node(handle, frames, **kw):
+    """The node's whole answer: {"ui": {"text": [info]}, "result": (frames, fps, info, timeline)}."""
     args = dict(source_fps=24.0, multiplier=2, target_fps=0.0, dedup=True, dedup_threshold=0.02,
                 scene_cut_threshold=0.4)
     args.update(kw)
     return nodes.AnimeVideoInterpolate().interpolate(handle, frames, **args)
+
+
+def run(handle, frames, **kw):
+    """(frames, fps, info)"""
+    return run_node(handle, frames, **kw)["result"][:3]
 
 
 def test_nodes_are_prefixed_with_tooltips_and_category():
@@ -64,7 +70,7 @@ def test_nodes_are_prefixed_with_tooltips_and_category():
             for name, value in cls.INPUT_TYPES().get(section, {}).items():
                 assert len(value) == 2 and value[1].get("tooltip"), name
         assert len(cls.OUTPUT_TOOLTIPS) == len(cls.RETURN_TYPES)
-    assert nodes.AnimeVideoInterpolate.RETURN_TYPES == ("IMAGE", "FLOAT", "STRING")
+    assert nodes.AnimeVideoInterpolate.RETURN_TYPES == ("IMAGE", "FLOAT", "STRING", "IMAGE")
 
 
 def test_loader_lists_loads_and_caches(env):
@@ -183,3 +189,32 @@ def test_multiplier_one_fills_in_repeated_frames_and_needs_no_model_on_ones(hand
     ones = clip([0, 1, 2])
     out, _, _ = run(handle, ones, multiplier=1)
     assert torch.equal(out, ones)
+
+
+def test_timeline_output_and_ui_text_show_what_was_found(handle):
+    """The 4th output draws the analysis the frames were made from; the info text also goes to the node's ui."""
+    from animevideo.pipelines import storyboard as sb
+    from animevideo.pipelines.interpolate import timing
+
+    frames = torch.cat([clip([0, 0, 1, 1]), clip([0, 0, 1, 1], shot=1)])
+    answer = run_node(handle, frames, multiplier=2)
+    out, fps, info, timeline = answer["result"]
+    assert answer["ui"] == {"text": [info]}
+    assert timeline.ndim == 4 and timeline.shape[0] == 1 and timeline.shape[-1] == 3 and timeline.dtype == torch.float32
+    analysis = timing.analyze_clip(frames, True, 0.02, 0.4)
+    plan = timing.plan_retiming(analysis, 24.0, 48.0)
+    layout = sb.timeline_layout(8, len(plan), 0.5, thumb_h=40)
+    pixels = (timeline[0] * 255).round().to(torch.uint8).numpy()
+    y = (layout.output_y[0] + layout.output_y[1]) // 2
+    x0, x1 = layout.cut_bar(4)
+    assert tuple(pixels[y, (x0 + x1) // 2]) == sb.CUT  # the cut before frame 4
+    for j, f in enumerate(plan):
+        c0, c1 = layout.output_cell(j)
+        if not (x0 <= (c0 + c1 - 1) // 2 < x1):
+            assert tuple(pixels[y, (c0 + c1 - 1) // 2]) == (sb.COPIED if f.is_copy else sb.NEW), j
+    assert sum(not f.is_copy for f in plan) == int(info.split(" interpolated over")[0].rsplit(" ", 1)[1])
+
+
+def test_one_frame_clip_still_draws_a_timeline(handle):
+    answer = run_node(handle, clip([0]), multiplier=2)
+    assert answer["result"][3].shape[0] == 1 and answer["ui"]["text"][0] == answer["result"][2]

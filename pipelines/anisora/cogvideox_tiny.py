@@ -13,7 +13,9 @@ import torch
 
 from . import cogvideox
 
-FOLDER = "diffusers/anisora-v1-5b-i2v-tiny"
+# The name of the community diffusers copy of AniSora V1 (Disty0/Index-anisora-5B-diffusers), so the shipped
+# V1 workflow runs unchanged on the tiny folder.
+FOLDER = "diffusers/Index-anisora-5B-diffusers"
 TINY_FILES = (FOLDER,)
 
 TINY_TRANSFORMER = dict(

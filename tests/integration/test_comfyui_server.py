@@ -22,6 +22,7 @@ API = os.path.join(WORKFLOWS, "api")
 EXAMPLES = os.path.join(ROOT, "example_inputs")
 OUR_PREFIX = "AnimeVideo"
 WIDGET_TYPES = ("INT", "FLOAT", "STRING", "BOOLEAN", "COMBO")
+VIDEO_EXTENSIONS = (".mp4", ".webm", ".mkv", ".mov")
 UPLOAD_FLAGS = ("image_upload", "video_upload", "audio_upload", "animated_image_upload", "mesh_upload")
 SEED_NAMES = ("seed", "noise_seed")
 
@@ -214,15 +215,33 @@ def saved_files(result) -> list[dict]:
     return files
 
 
-def video_props(comfy, path) -> dict:
-    """Frame count and size of a saved video, read with PyAV in ComfyUI's Python (which has it)."""
-    code = ("import av, json, sys\n"
-            "c = av.open(sys.argv[1]); s = c.streams.video[0]\n"
-            "n = sum(1 for _ in c.decode(s))\n"
-            "print(json.dumps({'frames': n, 'width': s.codec_context.width, 'height': s.codec_context.height}))\n")
-    r = subprocess.run([comfy.comfy_python, "-c", code, path], capture_output=True, text=True, timeout=120)
+VIDEO_PROBE = """
+import av, json, sys
+c = av.open(sys.argv[1]); s = c.streams.video[0]
+n = sum(1 for _ in c.decode(s))
+props = {'frames': n, 'width': s.codec_context.width, 'height': s.codec_context.height}
+audio = {'audio_streams': len(c.streams.audio)}
+if c.streams.audio:
+    c.seek(0)
+    a = c.streams.audio[0]
+    samples = sum(f.samples for f in c.decode(a))
+    audio.update(audio_seconds=samples / a.sample_rate, audio_rate=a.sample_rate)
+print(json.dumps([props, audio]))
+"""
+
+
+def video_probe(comfy, path) -> tuple[dict, dict]:
+    """({frames, width, height}, {audio_streams[, audio_seconds, audio_rate]}) of a video file, read with
+    PyAV in ComfyUI's Python (which has it)."""
+    r = subprocess.run([comfy.comfy_python, "-c", VIDEO_PROBE, path], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, f"could not read {path} with PyAV: {r.stderr[-2000:]}"
-    return json.loads(r.stdout.strip().splitlines()[-1])
+    props, audio = json.loads(r.stdout.strip().splitlines()[-1])
+    return props, audio
+
+
+def video_props(comfy, path) -> dict:
+    """Frame count and size of a saved video."""
+    return video_probe(comfy, path)[0]
 
 
 @pytest.fixture(scope="session")
@@ -283,6 +302,50 @@ def test_example_inputs_are_in_input_at_start_and_the_users_file_is_kept(comfy, 
             with open(os.path.join(EXAMPLES, name), "rb") as f:
                 assert at_start[name] == f.read(), f"input/{name} differs from example_inputs/{name}"
     assert set(names) <= set(object_info["LoadImage"]["input"]["required"]["image"][0])
+
+
+def test_front_end_extension_is_listed_and_served(comfy):
+    """WEB_DIRECTORY (./js) is registered: GET /extensions lists the pack's script under the pack's folder
+    name, and GET /extensions/<folder>/<file> serves the file as it is."""
+    import requests
+
+    folder = os.path.basename(comfy.pack_link)
+    scripts = sorted(glob.glob(os.path.join(ROOT, "js", "*.js")))
+    assert scripts, "js/ holds no script"
+    listed = comfy.get("/extensions")
+    for path in scripts:
+        url = f"/extensions/{folder}/{os.path.basename(path)}"
+        assert url in listed, f"{url} not in GET /extensions: {[u for u in listed if folder in u]}"
+        r = requests.get(comfy.url + url, timeout=30)
+        assert r.status_code == 200, f"GET {url} answered {r.status_code}"
+        with open(path, "rb") as f:
+            assert r.content == f.read()
+        assert "javascript" in r.headers.get("Content-Type", ""), r.headers.get("Content-Type")
+
+
+def test_example_video_has_frames_and_a_sound_track_and_regenerates(comfy, tmp_path):
+    """example_inputs/ ships a small MP4 with audio for the video workflows; scripts/make_example_video.py
+    (run with ComfyUI's Python, which has PyAV) writes the same picture and sound."""
+    name = "animevideo_example_clip_with_audio.mp4"
+    shipped = os.path.join(EXAMPLES, name)
+    assert os.path.getsize(shipped) < 200 * 1024
+    props, audio = video_probe(comfy, shipped)
+    assert props == {"frames": 12, "width": 256, "height": 144}, props
+    assert audio["audio_streams"] == 1 and abs(audio["audio_seconds"] - 1.0) < 0.1, audio
+    r = subprocess.run([comfy.comfy_python, os.path.join(ROOT, "scripts", "make_example_video.py"), str(tmp_path)],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    code = ("import av, sys, numpy as np\n"
+            "def frames(p):\n"
+            "    with av.open(p) as c:\n"
+            "        return np.stack([f.to_ndarray(format='rgb24') for f in c.decode(video=0)]).astype(np.int16)\n"
+            "a, b = frames(sys.argv[1]), frames(sys.argv[2])\n"
+            "print(a.shape == b.shape and float(np.abs(a - b).mean()))\n")
+    r = subprocess.run([comfy.comfy_python, "-c", code, shipped, str(tmp_path / name)], capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    diff = r.stdout.strip().splitlines()[-1]
+    assert diff != "False" and float(diff) < 1.0, f"the script draws another video (mean |diff| {diff})"
 
 
 def test_shipped_svd_models_are_listed(comfy, object_info):
@@ -383,7 +446,7 @@ def test_ui_workflow_matches_object_info_and_api_copy(path, object_info):
 def test_api_workflow_runs_and_saves(path, comfy):
     """Each shipped workflow as queued from a fresh install: nothing is uploaded, the Load Image files are the
     pack's own copies in input/ (or, for animevideo_example_first_frame.png, the user's picture of that name)."""
-    prompt = small_run_prompt(path, **MULTI_SEGMENT.get(stem(path), {}))
+    prompt = small_run_prompt(path, **MULTI_SEGMENT.get(stem(path), {}), **MORE_FRAMES.get(stem(path), {}))
     started = time.time()
     # the server starts with ComfyUI's default preview method 'none'; the frontend's setting comes per prompt
     result = comfy.run(prompt, timeout=600, extra_data={"preview_method": "auto"})
@@ -401,17 +464,35 @@ def test_api_workflow_runs_and_saves(path, comfy):
         previews = [d for d in result.of_type("binary") if d["event"] == 1]
         assert previews, f"latent_preview is on in nodes {wants_preview} but no preview image arrived"
 
+    outputs = (result.history or {}).get("outputs", {})
+    for node_id in ours:  # nodes that explain what they did also send it as ui text, for js/animevideo_info.js
+        if prompt[node_id]["class_type"] in UI_TEXT_NODES:
+            text = outputs.get(node_id, {}).get("text")
+            assert isinstance(text, list) and text and all(isinstance(t, str) and t for t in text), (
+                f"node {node_id} ({prompt[node_id]['class_type']}) sent no ui text: {outputs.get(node_id)}")
+    for node_id, needle in EXPECTED_INFO.get(stem(path), {}).items():
+        assert needle in outputs[node_id]["text"][0], outputs[node_id]["text"][0]
+
     files = saved_files(result)
     assert files, f"no files in the history outputs: {result.history.get('outputs')}"
+    videos = 0
     for entry in files:
-        assert entry.get("type") == "output", entry
-        on_disk = os.path.join(comfy.output_dir, entry.get("subfolder", ""), entry["filename"])
+        # previews (Preview Image of a timeline or storyboard) go to temp/, saved clips to output/
+        assert entry.get("type") in ("output", "temp"), entry
+        folder = comfy.output_dir if entry["type"] == "output" else os.path.join(comfy.base, "temp")
+        on_disk = os.path.join(folder, entry.get("subfolder", ""), entry["filename"])
         assert os.path.isfile(on_disk), f"{on_disk} is in the history but not on disk"
         assert os.path.getsize(on_disk) > 0 and os.path.getmtime(on_disk) >= started - 1
-        if on_disk.endswith((".mp4", ".webm", ".mkv", ".mov")):
-            props = video_props(comfy, on_disk)
+        if on_disk.endswith(VIDEO_EXTENSIONS):
+            videos += 1
+            assert entry["type"] == "output", entry
+            props, audio = video_probe(comfy, on_disk)
             default = {"frames": SMALL["num_frames"], "width": SMALL["width"], "height": SMALL["height"]}
-            assert props == EXPECTED_VIDEO.get(os.path.basename(path)[:-5], default), props
+            assert props == EXPECTED_VIDEO.get(stem(path), default), props
+            if stem(path) in KEEPS_SOURCE_AUDIO:  # the example video's 1 s sound track, carried through
+                assert audio["audio_streams"] == 1 and abs(audio["audio_seconds"] - 1.0) < 0.1, audio
+            else:
+                assert audio["audio_streams"] == 0, audio
 
 
 # Long-video workflows get segments short enough that the small run still samples several overlapping
@@ -420,6 +501,9 @@ MULTI_SEGMENT = {
     "lvcd_colorize_lineart": {"segment_length": 6, "overlap": 2},  # 12 frames: 0-5, 4-9, 6-11
     "svd_long_image_to_video": {"num_frames": 8, "segment_length": 4, "overlap": 1},  # 0-3, 3-6, 4-7
 }
+# Workflows whose model needs another frame count than SMALL's 3 to sample a real clip: AniSora V1 takes 8k+1
+# frames (3 would snap to 1), 9 = the tiny V1's trained 3 latent frames.
+MORE_FRAMES = {"anisora_v1_image_to_video": {"num_frames": 9}}
 
 
 # Workflows whose clip size SMALL does not set: they load the 12-frame 256x144 example clip (drawn on twos).
@@ -435,7 +519,51 @@ EXPECTED_VIDEO = {
     "anisora_image_to_video": {"frames": 5, "width": 64, "height": 64},  # 3 frames snapped to 4k+1
     "anisora_keyframe_inbetween": {"frames": 5, "width": 64, "height": 64},
     "anisora_localized_animation": {"frames": 5, "width": 64, "height": 64},
+    "anisora_v1_image_to_video": {"frames": 9, "width": 64, "height": 64},  # 8k+1 = the tiny V1's 3 latent frames
+    "anisora_interpolate_upscale": {"frames": 10, "width": 256, "height": 256},  # 5 frames, x2, x4
+    # the example video (12 frames, 256x144, 12 fps, with sound): x2, x4
+    "video_interpolate_upscale_keep_audio": {"frames": 24, "width": 1024, "height": 576},
+    # colorized at 64x64 (SMALL), scaled back to the video's size, one frame per source frame
+    "lvcd_colorize_video": {"frames": 12, "width": 256, "height": 144},
 }
+# What our nodes must have found, by workflow and node id (the ui text the node shows).
+EXPECTED_INFO = {
+    # the example video's held drawings survive H.264: dedup still sees the clip on twos
+    "video_interpolate_upscale_keep_audio": {"4": "6 distinct drawings in 12 frames, on twos"},
+    "anisora_interpolate_upscale": {"17": "Frame 0: keyframe, strength 1."},
+}
+# Workflows that load the example video and must save its sound track with the new frames.
+KEEPS_SOURCE_AUDIO = {"video_interpolate_upscale_keep_audio", "lvcd_colorize_video"}
+# Our nodes that return {"ui": {"text": [info]}} (shown on the node by js/animevideo_info.js).
+UI_TEXT_NODES = {"AnimeVideoInterpolate", "AnimeVideoGuidePreview"}
+
+
+def test_video_without_sound_gives_a_video_without_sound(comfy, tmp_path):
+    """The video workflows link Get Video Components' audio to Create Video: a source with no sound track
+    gives None there, and the saved clip simply has no audio stream (no error)."""
+    name = "animevideo_test_silent.mp4"
+    code = ("import av, sys\n"
+            "src = av.open(sys.argv[1]); out = av.open(sys.argv[2], 'w', format='mp4')\n"
+            "v = out.add_stream_from_template(src.streams.video[0])\n"
+            "for p in src.demux(src.streams.video[0]):\n"
+            "    if p.dts is not None:\n"
+            "        p.stream = v; out.mux(p)\n"
+            "out.close(); src.close()\n")
+    silent = tmp_path / name
+    r = subprocess.run([comfy.comfy_python, "-c", code, os.path.join(EXAMPLES, "animevideo_example_clip_with_audio.mp4"),
+                        str(silent)], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert video_probe(comfy, str(silent))[1]["audio_streams"] == 0
+    assert comfy.upload_image(str(silent))["name"] == name
+    stem_ = "video_interpolate_upscale_keep_audio"
+    prompt = small_run_prompt(os.path.join(API, stem_ + ".json"), file=name)
+    result = comfy.run(prompt, timeout=600)
+    assert "execution_success" in result.types, result.describe() + "\n" + comfy.log_tail()
+    videos = [e for e in saved_files(result) if e["filename"].endswith(VIDEO_EXTENSIONS)]
+    assert len(videos) == 1
+    props, audio = video_probe(comfy, os.path.join(comfy.output_dir, videos[0].get("subfolder", ""),
+                                                   videos[0]["filename"]))
+    assert props == EXPECTED_VIDEO[stem_] and audio["audio_streams"] == 0, (props, audio)
 
 
 def test_nul_in_a_model_name_is_a_validation_error(comfy):

@@ -14,7 +14,8 @@ import zlib
 
 import torch
 
-# The tiny AniSora transformer's text_dim / image_dim (pipelines/anisora/tiny.py; a test checks they agree).
+# The tiny AniSora transformer's text_dim / image_dim (pipelines/anisora/tiny.py; the tiny V1 CogVideoX's
+# text_embed_dim is the same, so one stand-in serves UMT5 and T5; a test checks they agree).
 TEXT_DIM = 16
 IMAGE_DIM = 12
 IMAGE_TOKENS = 257

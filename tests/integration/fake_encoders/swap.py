@@ -11,7 +11,8 @@ SWAPS = {"CLIPTextEncode": ("AVTestTextEncode", ("text",)),
          "CLIPVisionEncode": ("AVTestClipVisionEncode", ("image",))}
 DROPPED_LOADERS = ("CLIPLoader", "CLIPVisionLoader", "DualCLIPLoader")
 # Encoder file names the shipped workflows name; placeholders make the unmodified workflows validate.
-PLACEHOLDER_FILES = ("text_encoders/umt5_xxl_fp8_e4m3fn_scaled.safetensors", "clip_vision/clip_vision_h.safetensors")
+PLACEHOLDER_FILES = ("text_encoders/umt5_xxl_fp8_e4m3fn_scaled.safetensors", "clip_vision/clip_vision_h.safetensors",
+                     "text_encoders/t5xxl_fp16.safetensors")  # the last: AniSora V1 (CogVideoX) takes T5-XXL
 
 
 def _is_link(v) -> bool:
