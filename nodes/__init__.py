@@ -1,7 +1,6 @@
 """ComfyUI nodes (classic NODE_CLASS_MAPPINGS style): one module per capability, thin over ``pipelines``."""
-from . import anisora, comfy_bridge, common, example_inputs, ganime, guides, interpolate, lineart, lvcd, svd, upscale
-
 from ..pipelines import dependencies
+from . import anisora, comfy_bridge, common, example_inputs, ganime, guides, interpolate, lineart, lvcd, svd, upscale
 
 comfy_bridge.register_pack_folders()
 for _problem in dependencies.all_problems():  # logged, never raised: the other nodes keep working

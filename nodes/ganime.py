@@ -120,11 +120,15 @@ class AnimeVideoLoadGANime:
         transformers = ordered_for("transformer", names, DEFAULT_TRANSFORMER)
         return {
             "required": {
-                "vqgan_name": (vqgans, {"default": vqgans[0] if vqgans else DEFAULT_VQGAN, "tooltip": "The VQ-GAN file in models/ganime (e.g. ganime_kny_vqgan.safetensors"
-                                       "): turns each 64x128 frame into 8x16 codebook codes and back."}),
-                "transformer_name": (transformers, {"default": transformers[0] if transformers else
-                                                    DEFAULT_TRANSFORMER, "tooltip": "The transformer file in models/ganime (e.g. "
-                                             "ganime_kny_gpt2_medium.safetensors), trained with that VQ-GAN."}),
+                "vqgan_name": (vqgans, {
+                    "default": vqgans[0] if vqgans else DEFAULT_VQGAN,
+                    "tooltip": "The VQ-GAN file in models/ganime (e.g. ganime_kny_vqgan.safetensors): turns each "
+                               "64x128 frame into 8x16 codebook codes and back. VQ-GAN files are listed first "
+                               "(read from the tensors, not the name)."}),
+                "transformer_name": (transformers, {
+                    "default": transformers[0] if transformers else DEFAULT_TRANSFORMER,
+                    "tooltip": "The transformer file in models/ganime (e.g. ganime_kny_gpt2_medium.safetensors), "
+                               "trained with that VQ-GAN. Transformer files are listed first."}),
                 "dtype": (list(g_loader.DTYPES), {"default": "auto", "tooltip": "Transformer precision. auto: fp16 "
                           "on a GPU, fp32 on the CPU. The VQ-GAN always runs in fp32 (codebook distances)."}),
             },

@@ -5,7 +5,9 @@ its SOURCE.json names: tiny random weights built in the original's own classes a
 fixed inputs, and the original's outputs (float64 runs, or float32 where the original pins float32: the Wan
 transformer, AnimeInterp's flow, the lineart detector). Here the weights go through the pack's own loaders (the
 entry points the nodes use) and the pack's outputs are compared with the stored ones. The originals are not
-needed: only the fixtures.
+needed: only the fixtures. Weight files of megabytes (AnimeInterp's released widths, the lineart generator's fixed
+widths, SVD, LVCD) are stored as their seeded recipes (``*.recipe.json``): tests/reference_weights.py rebuilds
+them, checks their sha256 and writes them in the original's on-disk format into a temporary folder first.
 """
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ import os
 import pytest
 import torch
 
+import reference_weights
 from pack_paths import ROOT
 
 FIXTURES = os.path.join(ROOT, "tests", "data", "reference_fixtures")
@@ -31,6 +34,44 @@ def source(method: str) -> dict:
 def fixture(method: str) -> str:
     source(method)  # every fixture says where it came from
     return os.path.join(FIXTURES, method)
+
+
+@pytest.fixture(scope="session")
+def release_files(tmp_path_factory):
+    """``release_files(method, recipe)``: the path of the weight file rebuilt from the fixture's seeded recipe in
+    the original's release format (its tensors' sha256 checked first), written once per session."""
+    root = tmp_path_factory.mktemp("reference_weights")
+
+    def rebuild(method: str, recipe_name: str) -> str:
+        recipe = os.path.join(fixture(method), recipe_name)
+        path = os.path.join(root, method, reference_weights.load_recipe(recipe)["file"])
+        if not os.path.exists(path):
+            assert reference_weights.write_release_file(recipe, os.path.dirname(path)) == path
+        return path
+
+    return rebuild
+
+
+def test_fixtures_stay_small_for_a_cloned_node_pack():
+    """Users clone the pack with its tests: no fixture file over 2 MB, all of them under 8 MB (bigger weight files
+    go in as seeded recipes, see tests/reference_weights.py)."""
+    sizes = {os.path.relpath(os.path.join(d, n), FIXTURES): os.path.getsize(os.path.join(d, n))
+             for d, _, names in os.walk(FIXTURES) for n in names}
+    assert len(sizes) > 20
+    big = {k: v for k, v in sizes.items() if v > 2 * 1024 * 1024}
+    assert not big, f"fixture files over 2 MB: {big}"
+    assert sum(sizes.values()) <= 8 * 1024 * 1024, f"fixtures total {sum(sizes.values())} bytes"
+
+
+def test_weight_recipe_sha256_catches_a_changed_recipe(tmp_path):
+    """A recipe whose tensors no longer match its sha256 (one scale changed) is refused before anything loads."""
+    recipe = reference_weights.load_recipe(os.path.join(fixture("lineart"), "sk_model_tiny_fp16.recipe.json"))
+    recipe["groups"][0]["entries"][-1][2][1] *= 1.001
+    changed = tmp_path / "changed.recipe.json"
+    reference_weights.write_recipe(recipe, str(changed))
+    with pytest.raises(AssertionError, match="sha256"):
+        reference_weights.write_release_file(str(changed), str(tmp_path))
+    assert not (tmp_path / recipe["file"]).exists()
 
 
 def cases(path: str, name: str = "cases.safetensors") -> dict[str, torch.Tensor]:
@@ -55,13 +96,13 @@ LVCD_TOL = 2e-5
 
 
 @pytest.fixture(scope="module")
-def lvcd(one_thread):
+def lvcd(one_thread, release_files):
     from animevideo.pipelines.lvcd import loader
 
     path = fixture("lvcd")
     # the base is the svd fixture's file (sgm VideoUNet weights), as LVCD overlays the released svd.safetensors
-    model = loader.load_lvcd(os.path.join(fixture("svd"), "svd-fp16.safetensors"),
-                             os.path.join(path, "lvcd-fp16.safetensors"), torch.float32)
+    model = loader.load_lvcd(release_files("svd", "svd-fp16.recipe.json"),
+                             release_files("lvcd", "lvcd-fp16.recipe.json"), torch.float32)
     return model, cases(path)
 
 
@@ -162,12 +203,13 @@ INTERP_FLOW_TOL = 1e-3  # px, for flows up to ~13 px
 INTERP_FRAME_TOL = 1e-4  # 0..1 frame
 
 
-def test_animeinterp_equals_original(one_thread):
+def test_animeinterp_equals_original(one_thread, release_files):
     from animevideo.pipelines.interpolate import loader
 
     path = fixture("animeinterp")
     c = cases(path)
-    model = loader.load_interpolator(os.path.join(path, "anime_interp_full_fp16.ckpt"), torch.float32)
+    model = loader.load_interpolator(release_files("animeinterp", "anime_interp_full_fp16.recipe.json"),
+                                     torch.float32)
     with torch.no_grad():
         outs = model(c["I1"], c["I2"], c["F12i"], c["F21i"], float(c["t"]))
     for name, out in zip(("It", "F12", "F21", "F12in", "F21in"), outs):
@@ -224,12 +266,12 @@ def test_realesrgan_equals_original(one_thread, name, key):
 LINE_MAP_TOL = 1e-5  # float32 generator vs the float64 reference on a 0..1 map (measured ~1e-6)
 
 
-def test_lineart_generator_and_detector_equal_original(one_thread):
+def test_lineart_generator_and_detector_equal_original(one_thread, release_files):
     from animevideo.pipelines.lineart import extract, loader
 
     path = fixture("lineart")
     c = cases(path)
-    model = loader.load_lineart_model(os.path.join(path, "sk_model_tiny_fp16.pth"))
+    model = loader.load_lineart_model(release_files("lineart", "sk_model_tiny_fp16.recipe.json"))
     images = c["images_u8"].float() / 255.0  # IMAGE [N, H, W, 3]
     line = extract.line_map(model, images.permute(0, 3, 1, 2))[:, 0]
     diff = max_diff(line, c["line_map"])
@@ -253,11 +295,11 @@ SVD_VAE_TOL = 2e-5  # float32 VAE on [-1,1] images / 0..1 frames, measured 4e-7 
 
 
 @pytest.fixture(scope="module")
-def svd(one_thread):
+def svd(one_thread, release_files):
     from animevideo.pipelines.svd import loader
 
     path = fixture("svd")
-    return loader.load_svd(os.path.join(path, "svd-fp16.safetensors"), torch.float32), cases(path)
+    return loader.load_svd(release_files("svd", "svd-fp16.recipe.json"), torch.float32), cases(path)
 
 
 def test_svd_unet_equals_sgm_video_unet(svd):

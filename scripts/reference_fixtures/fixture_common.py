@@ -27,8 +27,9 @@ FIXTURES_DIR = os.path.join(REPO_ROOT, "tests", "data", "reference_fixtures")
 def parse_args(description: str, default_out: str, basicsr: bool = False, svd_base: bool = False) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=description)
     if svd_base:
-        ap.add_argument("--svd-base", default=os.path.join(FIXTURES_DIR, "svd", "svd-fp16.safetensors"),
-                        help="the SVD base file (default: the svd fixture's, written by make_svd.py)")
+        ap.add_argument("--svd-base", default=os.path.join(FIXTURES_DIR, "svd", "svd-fp16.recipe.json"),
+                        help="the SVD base: a .safetensors file or a weight recipe (default: the svd fixture's "
+                             "recipe, written by make_svd.py)")
     if basicsr:
         ap.add_argument("--basicsr", required=True, help="a checkout of XPixelGroup/BasicSR (the original's arch "
                                                           "library)")
@@ -114,21 +115,38 @@ def import_pack():
         sys.modules["animevideo"] = pkg
 
 
-def randomize_(module: torch.nn.Module, seed: int, std: float = 0.05) -> torch.nn.Module:
+def randomize_(module: torch.nn.Module, seed: int, std: float = 0.05, record: list | None = None) -> torch.nn.Module:
     """Every parameter random (no zero-initialised layer may hide a wrong mapping): N(0, std), GroupNorm /
-    LayerNorm weights around 1, sgm's AlphaBlender ``mix_factor`` uniform in [-1, 1]."""
+    LayerNorm weights around 1, sgm's AlphaBlender ``mix_factor`` uniform in [-1, 1]. ``record``: a list that
+    receives ``[key, shape, rule]`` per parameter in draw order (tests/reference_weights.py's recipe entries; the
+    group's draw dtype is float64, its param dtype the module's)."""
     gen = torch.Generator().manual_seed(seed)
     norms = (torch.nn.GroupNorm, torch.nn.LayerNorm)
     with torch.no_grad():
-        for mod in module.modules():
+        for mod_name, mod in module.named_modules():  # the same order as module.modules()
             for name, p in mod.named_parameters(recurse=False):
                 noise = torch.randn(p.shape, generator=gen, dtype=torch.float64) * std
+                rule = ["normal", std, 0.0, 1.0]
                 if isinstance(mod, norms) and name == "weight":
                     noise += 1.0
-                elif name == "mix_factor":
+                    rule = ["normal", std, 1.0, 1.0]
+                elif name == "mix_factor":  # replaces the normal draw (which still advanced the generator)
                     noise = torch.rand(p.shape, generator=gen, dtype=torch.float64) * 2 - 1
+                    rule = ["normal_then_uniform", 2.0, -1.0, 1.0]
                 p.copy_(noise.to(p.dtype))
+                if record is not None:
+                    record.append([f"{mod_name}.{name}" if mod_name else name, list(p.shape), rule])
     return module
+
+
+def reference_weights():
+    """tests/reference_weights.py: the recipe code the tests use to rebuild the fixtures' weights."""
+    sys.path.insert(0, os.path.join(REPO_ROOT, "tests"))
+    try:
+        import reference_weights as rw
+    finally:
+        sys.path.pop(0)
+    return rw
 
 
 def sgm_in_float64_(module: torch.nn.Module) -> torch.nn.Module:

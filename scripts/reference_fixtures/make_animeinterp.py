@@ -2,8 +2,9 @@
 """Reference fixture from the ORIGINAL AnimeInterp code (lisiyao21/AnimeInterp): its pure-torch model
 ``models.AnimeInterp_no_cupy.AnimeInterpNoCupy`` (RFR flow with 12 refinement iterations and ErrorAttention,
 feature pyramid, summation splatting, GridNet) with random weights, saved in the release's checkpoint layout
-(``{'model_state_dict': {'module.' + key: tensor}}``, as ``anime_interp_full.ckpt``; fp16 tensors to keep the
-fixture small), two 128x128 frames, initial (SGM) flows and the original's outputs (It, F12, F21, F12in, F21in).
+(``{'model_state_dict': {'module.' + key: tensor}}``, as ``anime_interp_full.ckpt``, fp16 tensors; stored as its
+seeded recipe ``anime_interp_full_fp16.recipe.json``, which tests/reference_weights.py turns back into that file
+bit for bit), two 128x128 frames, initial (SGM) flows and the original's outputs (It, F12, F21, F12in, F21in).
 
     python scripts/reference_fixtures/make_animeinterp.py /path/to/AnimeInterp [OUT_DIR] [--commit SHA]
 
@@ -28,20 +29,33 @@ SIZE = 128  # the smallest side whose 1/8 correlation pyramid keeps 4 levels
 T = 0.5
 
 
-def randomize(model: torch.nn.Module, seed: int):
+FLOW_HEAD = "flownet.update_block.flow_head.conv2.weight"
+FLOW_HEAD_DAMPING = 0.2
+
+
+def randomize(model: torch.nn.Module, seed: int, record: list | None = None):
     """Conv weights ~ N(0, 1/fan_in), small biases, PReLU slopes around 0.25, and a damped flow head (flows of a
-    few pixels, as a trained model gives), every tensor random so a mis-mapped one shows."""
+    few pixels, as a trained model gives), every tensor random so a mis-mapped one shows. ``record`` receives
+    ``[key, shape, rule]`` per parameter in draw order (tests/reference_weights.py's recipe entries)."""
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, p in model.named_parameters():
             if p.ndim == 4:
                 fan_in = p.shape[1] * p.shape[2] * p.shape[3]
-                p.copy_(torch.randn(p.shape, generator=gen) * (1.0 / fan_in) ** 0.5)
+                std = (1.0 / fan_in) ** 0.5
+                p.copy_(torch.randn(p.shape, generator=gen) * std)
+                rule = ["normal", std, 0.0, 1.0]
             elif "prelu" in name or (p.ndim == 1 and p.numel() == 1):
                 p.copy_(0.25 + 0.05 * torch.randn(p.shape, generator=gen))
+                rule = ["normal", 0.05, 0.25, 1.0]
             else:
                 p.copy_(torch.randn(p.shape, generator=gen) * 0.01)
-        model.flownet.update_block.flow_head.conv2.weight.mul_(0.2)
+                rule = ["normal", 0.01, 0.0, 1.0]
+            if name == FLOW_HEAD:
+                rule[3] = FLOW_HEAD_DAMPING
+            if record is not None:
+                record.append([name, list(p.shape), rule])
+        dict(model.named_parameters())[FLOW_HEAD].mul_(FLOW_HEAD_DAMPING)
     return model
 
 
@@ -60,14 +74,19 @@ def main():
     torch.Tensor.cuda = lambda self, *a, **kw: self  # rfr_new.backwarp moves its grid with .cuda(): stay on CPU
     from models.AnimeInterp_no_cupy import AnimeInterpNoCupy  # the original
 
+    rw = fc.reference_weights()
     torch.manual_seed(0)
-    model = randomize(AnimeInterpNoCupy(path=None), 1)
+    entries = []
+    model = randomize(AnimeInterpNoCupy(path=None), 1, record=entries)
     fc.round_to_(model, torch.float16)
     model.eval()
 
+    # The checkpoint (the released size, 12.5 MB in fp16) is stored as its seeded recipe, rebuilt bit for bit.
+    recipe = rw.make_recipe("anime_interp_full_fp16.ckpt", "model_state_dict", "float16", [
+        {"seed": 1, "draw_dtype": "float32", "param_dtype": "float32", "prefix": "module.", "entries": entries}])
+    rw.assert_reproduces(recipe, {"module." + k: v.detach().half() for k, v in model.state_dict().items()})
     os.makedirs(args.out_dir, exist_ok=True)
-    ckpt = {"model_state_dict": {"module." + k: v.detach().half().contiguous() for k, v in model.state_dict().items()}}
-    torch.save(ckpt, os.path.join(args.out_dir, "anime_interp_full_fp16.ckpt"))
+    rw.write_recipe(recipe, os.path.join(args.out_dir, "anime_interp_full_fp16.recipe.json"))
 
     gen = torch.Generator().manual_seed(2)
     # smooth frames (a random 16x16 image upsampled) so flows and splatting see structure, not pixel noise
@@ -86,7 +105,8 @@ def main():
     save_file(c, os.path.join(args.out_dir, "cases.safetensors"))
     fc.write_source(
         args.out_dir, REPO, commit, fc.file_sizes(args.out_dir),
-        "models/AnimeInterp_no_cupy.AnimeInterpNoCupy at the released size, random fp16-rounded weights, run in "
+        "models/AnimeInterp_no_cupy.AnimeInterpNoCupy at the released size, random fp16-rounded weights (the "
+        "checkpoint stored as its seeded recipe, anime_interp_full_fp16.recipe.json), run in "
         "float32 (its own precision) with grid_sample(align_corners=True) per the original README; forward(I1, "
         "I2, F12i, F21i, t=0.5) -> It, F12, F21, F12in, F21in.", {"size": SIZE, "t": T})
 

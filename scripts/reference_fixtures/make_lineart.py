@@ -2,8 +2,8 @@
 """Reference fixture from the ORIGINAL lineart annotator that LVCD uses (luckyhzt/LVCD
 ``lineart_extractor/annotator/lineart``: ControlNet-1.1's informative-drawings ``Generator`` and
 ``LineartDetector``): a ``Generator(3, 1, 1)`` with random weights (the release, ``sk_model.pth``, has 3
-residual blocks; the widths 64/128/256 are fixed in the class), saved as a raw state dict ``.pth`` in fp16 to keep
-the fixture small, two RGB uint8 images, and the original's outputs: the generator's line map in float64 and
+residual blocks; the widths 64/128/256 are fixed in the class), a raw state dict ``.pth`` in fp16 stored as its
+seeded recipe ``sk_model_tiny_fp16.recipe.json`` (tests/reference_weights.py rebuilds the file bit for bit), two RGB uint8 images, and the original's outputs: the generator's line map in float64 and
 ``LineartDetector.__call__``'s uint8 line image (its own float32 path).
 
     python scripts/reference_fixtures/make_lineart.py /path/to/LVCD [OUT_DIR] [--commit SHA]
@@ -31,21 +31,28 @@ def main():
     fc.import_original(args.original_path, PLACEHOLDERS)
     from lineart_extractor.annotator.lineart import Generator, LineartDetector  # the original
 
+    rw = fc.reference_weights()
     torch.manual_seed(0)
     model = Generator(3, 1, N_RES)
     gen = torch.Generator().manual_seed(1)
+    entries = []  # [key, shape, rule] in draw order: tests/reference_weights.py's recipe
     with torch.no_grad():
-        for p in model.parameters():
+        for name, p in model.named_parameters():
             if p.ndim == 4:
                 fan_in = p.shape[1] * p.shape[2] * p.shape[3]
-                p.copy_(torch.randn(p.shape, generator=gen) * (1.0 / fan_in) ** 0.5)
+                std = (1.0 / fan_in) ** 0.5
             else:
-                p.copy_(torch.randn(p.shape, generator=gen) * 0.1)
+                std = 0.1
+            p.copy_(torch.randn(p.shape, generator=gen) * std)
+            entries.append([name, list(p.shape), ["normal", std, 0.0, 1.0]])
     fc.round_to_(model, torch.float16)
     model.eval()
+    # sk_model_tiny_fp16.pth (3.9 MB: the widths are fixed in the class) is stored as its seeded recipe.
+    recipe = rw.make_recipe("sk_model_tiny_fp16.pth", "state_dict", "float16", [
+        {"seed": 1, "draw_dtype": "float32", "param_dtype": "float32", "entries": entries}])
+    rw.assert_reproduces(recipe, {k: v.half() for k, v in model.state_dict().items()})
     os.makedirs(args.out_dir, exist_ok=True)
-    torch.save({k: v.half().contiguous() for k, v in model.state_dict().items()},
-               os.path.join(args.out_dir, "sk_model_tiny_fp16.pth"))
+    rw.write_recipe(recipe, os.path.join(args.out_dir, "sk_model_tiny_fp16.recipe.json"))
 
     yy, xx = np.meshgrid(np.linspace(0, 1, H), np.linspace(0, 1, W), indexing="ij")
     images = []
@@ -70,7 +77,7 @@ def main():
     fc.write_source(
         args.out_dir, REPO, commit, fc.file_sizes(args.out_dir),
         "lineart_extractor/annotator/lineart: Generator(3, 1, n_residual_blocks=1) with random fp16-rounded "
-        "weights (state dict .pth like sk_model.pth); line_map = Generator on uint8/255 in float64; detector_u8 = "
+        "weights (state dict .pth like sk_model.pth, stored as its seeded recipe sk_model_tiny_fp16.recipe.json); line_map = Generator on uint8/255 in float64; detector_u8 = "
         "LineartDetector.__call__ (float32, (line*255).clip.astype(uint8)) with the tiny model set on it.",
         {"n_residual_blocks": N_RES, "size": [H, W]})
 

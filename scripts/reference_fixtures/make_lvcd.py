@@ -13,8 +13,10 @@ float64 for three frame layouts:
 
 The SVD base is the SVD fixture's ``svd-fp16.safetensors`` (written by make_svd.py from Stability's sgm code with
 the same UNet configuration; run that first), loaded strictly into LVCD's ``ControlledVideoUNet``, so the two
-fixtures share one base file. Files: ``lvcd-fp16.safetensors`` (``control_model.*`` + the UNet's
-fine-tuned ``attn1`` tensors, which differ from the base's so the overlay is exercised), ``cases.safetensors``
+fixtures share one base file (rebuilt from the svd fixture's ``svd-fp16.recipe.json`` by default). Files:
+``lvcd-fp16.recipe.json`` (the seeded recipe of ``lvcd-fp16.safetensors``: ``control_model.*`` + the UNet's
+fine-tuned ``attn1`` tensors, which differ from the base's so the overlay is exercised; tests/reference_weights.py
+rebuilds the file bit for bit, checked here against the modules), ``cases.safetensors``
 (inputs in float32 / uint8, the original's outputs in float64). Weights are rounded to fp16 before the float64
 run, so both sides use the same values.
 """
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 import types
 
 import torch
@@ -62,13 +65,18 @@ def main():
 
     from animevideo.pipelines.svd import keymap as svd_keymap
 
+    rw = fc.reference_weights()
     torch.manual_seed(0)
     unet = csvd.ControlledVideoUNet(out_channels=4, **NET)
-    base = load_file(args.svd_base)
+    with tempfile.TemporaryDirectory() as tmp:
+        base_path = (rw.write_release_file(args.svd_base, tmp) if args.svd_base.endswith(".json")
+                     else args.svd_base)
+        base = load_file(base_path)
     base_unet_sd = {k[len(svd_keymap.UNET_PREFIX):]: v.float() for k, v in base.items()
                     if k.startswith(svd_keymap.UNET_PREFIX)}
     unet.load_state_dict(base_unet_sd)  # strict: the sgm VideoUNet and LVCD's subclass share every name
-    control = fc.randomize_(csvd.ControlNet(hint_channels=3, **NET), 2)
+    control_entries = []
+    control = fc.randomize_(csvd.ControlNet(hint_channels=3, **NET), 2, record=control_entries)
     fc.round_to_(control, torch.float16)
     # LVCD's fine-tuned attn1 (spatial and temporal) differ from the SVD base: the loader must overlay them.
     gen = torch.Generator().manual_seed(3)
@@ -79,9 +87,14 @@ def main():
     lvcd_file = {"control_model." + k: v for k, v in control.state_dict().items()}
     lvcd_file.update({"model.diffusion_model." + k: v for k, v in lvcd_attn.items()})
 
+    recipe = rw.make_recipe("lvcd-fp16.safetensors", "safetensors", "float16", [
+        {"seed": 2, "draw_dtype": "float64", "param_dtype": "float32", "prefix": "control_model.",
+         "entries": control_entries},
+        {"seed": 3, "draw_dtype": "float32", "param_dtype": "float32", "prefix": "model.diffusion_model.",
+         "entries": [[k, list(v.shape), ["normal", 0.05, 0.0, 1.0]] for k, v in lvcd_attn.items()]}])
+    rw.assert_reproduces(recipe, {k: v.detach().half() for k, v in lvcd_file.items()})
     os.makedirs(args.out_dir, exist_ok=True)
-    save_file({k: v.detach().half().contiguous() for k, v in lvcd_file.items()},
-              os.path.join(args.out_dir, "lvcd-fp16.safetensors"))
+    rw.write_recipe(recipe, os.path.join(args.out_dir, "lvcd-fp16.recipe.json"))
 
     # The original engine's forward, on a container with the attributes apply_model and the hooks read.
     engine = torch.nn.Module()
@@ -146,10 +159,11 @@ def main():
         "Original ControlledVideoUNet + ControlNet (models/csvd.py) with tiny widths, random fp16-rounded weights, "
         "run in float64 through VideoDiffusionEngine.apply_model; 'normal'/'prevref' through "
         "inference/model_hack.Hacked_model with refattn_amplify ln(10) on the overlapped frames. "
-        "The SVD base is the svd fixture's svd-fp16.safetensors (sgm VideoUNet weights, same configuration).",
+        "The SVD base is the svd fixture's svd-fp16.safetensors (sgm VideoUNet weights, same configuration). Both "
+        "weight files are stored as seeded recipes (*.recipe.json, rebuilt by tests/reference_weights.py).",
         {"config": {k: v for k, v in NET.items()}, "overlap": OVERLAP, "latent_hw": list(LATENT_HW),
          "sigma": SIGMA, "svd_base": os.path.relpath(os.path.abspath(args.svd_base), fc.REPO_ROOT),
-         "svd_base_sha256": fc.sha256(args.svd_base)})
+         "svd_base_tensors_sha256": rw.tensors_sha256(base)})
 
 
 if __name__ == "__main__":

@@ -9,7 +9,9 @@ augmentation), the encoder's posterior mean and the temporal decode of a latent 
 
     python scripts/reference_fixtures/make_svd.py /path/to/generative-models [OUT_DIR] [--commit SHA]
 
-Weights are rounded to fp16 and the file is stored in fp16 (as ``svd-fp16`` copies are) to keep it small.
+Weights are rounded to fp16 (as ``svd-fp16`` copies are). The file itself is not stored: ``svd-fp16.recipe.json``
+holds the seeds and the ordered (key, shape, rule) list that drew it, and tests/reference_weights.py rebuilds it
+bit for bit (checked here against the modules, and by sha256 in the tests) in the release's single-file layout.
 """
 from __future__ import annotations
 
@@ -50,20 +52,35 @@ def main():
     from animevideo.pipelines.svd import keymap as svd_keymap
     from animevideo.pipelines.svd import tiny as svd_tiny
 
+    rw = fc.reference_weights()
     torch.manual_seed(0)
-    unet = fc.randomize_(VideoUNet(**NET), 1)
-    encoder = fc.randomize_(Encoder(**AE), 2)
-    decoder = fc.randomize_(VideoDecoder(video_kernel_size=[3, 1, 1], **AE), 3)
+    records = {"unet": [], "encoder": [], "decoder": []}
+    unet = fc.randomize_(VideoUNet(**NET), 1, record=records["unet"])
+    encoder = fc.randomize_(Encoder(**AE), 2, record=records["encoder"])
+    decoder = fc.randomize_(VideoDecoder(video_kernel_size=[3, 1, 1], **AE), 3, record=records["decoder"])
     for m in (unet, encoder, decoder):
         fc.round_to_(m, torch.float16)
-    _, _, clip = svd_tiny.build_tiny_svd(0)
     sd = {svd_keymap.UNET_PREFIX + k: v for k, v in unet.state_dict().items()}
     sd.update({svd_keymap.VAE_PREFIX + "encoder." + k: v for k, v in encoder.state_dict().items()})
     sd.update({svd_keymap.VAE_PREFIX + "decoder." + k: v for k, v in decoder.state_dict().items()})
-    for k, v in svd_keymap.clip_state_dict_to_openclip(clip.state_dict()).items():
-        sd[svd_keymap.CLIP_PREFIX + k] = v
+    # The image encoder (not compared) in open_clip's layout, shapes from the pack's tiny CLIP, seeded values:
+    # N(0, 0.1), LayerNorm weights around 1.
+    _, _, clip = svd_tiny.build_tiny_svd(0)
+    clip_entries = [[k, list(v.shape), ["normal", 0.1, 1.0 if k.split(".")[-2:-1] and k.split(".")[-2].startswith("ln_") and
+                                        k.endswith(".weight") else 0.0, 1.0]]
+                    for k, v in svd_keymap.clip_state_dict_to_openclip(clip.state_dict()).items()]
+    groups = [{"seed": seed, "draw_dtype": "float64", "param_dtype": "float32", "prefix": prefix,
+               "entries": records[name]}
+              for name, seed, prefix in (("unet", 1, svd_keymap.UNET_PREFIX),
+                                         ("encoder", 2, svd_keymap.VAE_PREFIX + "encoder."),
+                                         ("decoder", 3, svd_keymap.VAE_PREFIX + "decoder."))]
+    groups.append({"seed": 5, "draw_dtype": "float32", "param_dtype": "float32", "prefix": svd_keymap.CLIP_PREFIX,
+                   "entries": clip_entries})
+    recipe = rw.make_recipe("svd-fp16.safetensors", "safetensors", "float16", groups)
+    clip_sd = {k: v for k, v in rw.state_dict_from_recipe(recipe).items() if k.startswith(svd_keymap.CLIP_PREFIX)}
+    rw.assert_reproduces(recipe, {**{k: v.detach().half() for k, v in sd.items()}, **clip_sd})
     os.makedirs(args.out_dir, exist_ok=True)
-    save_file({k: v.detach().half().contiguous() for k, v in sd.items()}, os.path.join(args.out_dir, "svd-fp16.safetensors"))
+    rw.write_recipe(recipe, os.path.join(args.out_dir, "svd-fp16.recipe.json"))
 
     for net in (unet, encoder, decoder):
         fc.sgm_in_float64_(net).eval()
@@ -91,8 +108,9 @@ def main():
     fc.write_source(
         args.out_dir, REPO, commit, fc.file_sizes(args.out_dir),
         "sgm VideoUNet, Encoder and VideoDecoder (svd.yaml's first stage) with tiny widths, random fp16-rounded "
-        "weights, outputs in float64 (GroupNorm32 kept in float64). The CLIP tensors come from the pack's tiny "
-        "builder (not compared).",
+        "weights, outputs in float64 (GroupNorm32 kept in float64). svd-fp16.safetensors is stored as its seeded "
+        "recipe (svd-fp16.recipe.json, rebuilt by tests/reference_weights.py). The CLIP tensors (not compared) "
+        "have the pack's tiny CLIP's shapes in open_clip's layout and seeded values.",
         {"unet_config": NET, "ae_config": AE, "frames": FRAMES, "sigma": SIGMA})
 
 

@@ -34,6 +34,9 @@ LOG_TAIL_LINES = 60
 PACK_LINK_NAME = "AnimeVideo"  # the folder name ComfyUI sees in custom_nodes/ (also its module name)
 START_TIMEOUT_S = float(os.environ.get("COMFYUI_START_TIMEOUT", "180"))
 STOP_TIMEOUT_S = 20.0
+# The RAM the pack may plan clips for in the test server (ANIMEVIDEO_MAX_RAM_GB): far above what the small runs
+# need, and a fixed figure, so a too-large request is refused the same way on any machine.
+SERVER_RAM_CAP_GB = 4
 
 
 def comfy_env():
@@ -161,6 +164,7 @@ class ComfyServer:
         # Test the pack's default in-ComfyUI memory policy, whatever the caller's shell has set; the
         # policy with a cache budget is tested by setting ANIMEVIDEO_TEST_SERVER_CACHE_BUDGET_GB.
         env.pop("ANIMEVIDEO_CACHE_BUDGET_GB", None)
+        env["ANIMEVIDEO_MAX_RAM_GB"] = str(SERVER_RAM_CAP_GB)
         if os.environ.get("ANIMEVIDEO_TEST_SERVER_CACHE_BUDGET_GB"):
             env["ANIMEVIDEO_CACHE_BUDGET_GB"] = os.environ["ANIMEVIDEO_TEST_SERVER_CACHE_BUDGET_GB"]
         self._log = open(self.log_path, "wb")
@@ -214,7 +218,9 @@ class ComfyServer:
     def post(self, path, payload=None, **kw):
         import requests
 
-        return requests.post(self.url + path, json=payload, timeout=kw.pop("timeout", 30), **kw)
+        # json.dumps as Python API clients send it: NaN/Infinity pass as JSON literals, which ComfyUI accepts
+        return requests.post(self.url + path, data=json.dumps(payload), headers={"Content-Type": "application/json"},
+                             timeout=kw.pop("timeout", 30), **kw)
 
     def object_info(self, refresh=False) -> dict:
         if self._object_info is None or refresh:

@@ -301,7 +301,9 @@ def test_example_inputs_are_in_input_at_start_and_the_users_file_is_kept(comfy, 
         else:
             with open(os.path.join(EXAMPLES, name), "rb") as f:
                 assert at_start[name] == f.read(), f"input/{name} differs from example_inputs/{name}"
-    assert set(names) <= set(object_info["LoadImage"]["input"]["required"]["image"][0])
+    videos = {n for n in names if n.lower().endswith(VIDEO_EXTENSIONS)}
+    assert set(names) - videos <= set(object_info["LoadImage"]["input"]["required"]["image"][0])
+    assert videos <= set(combo_options(*input_specs(object_info["LoadVideo"])["file"][:2])), videos
 
 
 def test_front_end_extension_is_listed_and_served(comfy):
@@ -598,6 +600,27 @@ def test_previews_follow_the_preview_method(comfy):
         assert "execution_success" in result.types, result.describe()
         counts[method] = sum(1 for d in result.of_type("binary") if d["event"] == 1)
     assert counts["none"] == 0 and counts["latent2rgb"] > 0, counts
+
+
+def test_a_frame_too_large_to_upscale_is_refused_with_what_to_change(comfy):
+    """One 4096x4096 frame x4 needs 3 GiB for the result alone plus the blend buffers; the server's RAM cap
+    (conftest.SERVER_RAM_CAP_GB) is 4 GiB: the pack's memory error, before any work, not an allocator error."""
+    prompt = {
+        "1": {"class_type": "EmptyImage", "inputs": {"width": 4096, "height": 4096, "batch_size": 1, "color": 0}},
+        "2": {"class_type": "AnimeVideoLoadUpscaler", "inputs": {"model_name": "realesr-animevideov3.pth",
+                                                                 "dtype": "auto"}},
+        "3": {"class_type": "AnimeVideoUpscale", "inputs": {"upscaler": ["2", 0], "frames": ["1", 0], "chunk_size": 8,
+                                                             "tile_size": 0, "input_rescaling": 1.0,
+                                                             "output_scale": 0.0}},
+        "4": {"class_type": "PreviewImage", "inputs": {"images": ["3", 0]}},
+    }
+    result = comfy.run(prompt, timeout=300)
+    errors = result.of_type("execution_error")
+    assert errors, result.describe()
+    e = errors[0]
+    assert e["node_type"] == "AnimeVideoUpscale" and e["exception_type"].endswith("AnimeVideoMemoryError"), e
+    assert "upscaling 1 frame(s) of 4096x4096 to 16384x16384" in e["exception_message"]
+    assert "output_scale" in e["exception_message"] and "Nothing was started" in e["exception_message"]
 
 
 def sampler_workflow():
