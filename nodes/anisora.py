@@ -11,7 +11,7 @@ import os
 from ..pipelines.anisora import loader as anisora_loader
 from ..pipelines.anisora import text as anisora_text
 from ..pipelines.anisora.model import AniSoraHooks, AniSoraRequest
-from ..pipelines.checkpoint_io import FileIdentity, resolve_in_folders
+from ..pipelines.checkpoint_io import FileIdentity, explain_load_errors, resolve_in_folders
 from ..pipelines.errors import AnimeVideoInputError, AnimeVideoModelError
 from ..pipelines.guides import Guide
 from ..pipelines.image_ops import FIT_MODES
@@ -91,8 +91,10 @@ def load_anisora_cached(transformer_name: str, vae_name: str, dtype_name: str, d
     vpath = resolve_vae(vae_name, tpath, download_if_missing)
     device = bridge.torch_device()
     key = ("anisora", FileIdentity.of(tpath), FileIdentity.of(vpath) if vpath else None, dtype_name, device.type)
-    return MODEL_CACHE.get_or_load(
-        key, lambda: anisora_loader.load_anisora(tpath, vpath, dtype_name, device).to(bridge.offload_device()))
+    # out of memory, a package too old or a damaged file: each said as what it is
+    with explain_load_errors(transformer_name, tpath):
+        return MODEL_CACHE.get_or_load(
+            key, lambda: anisora_loader.load_anisora(tpath, vpath, dtype_name, device).to(bridge.offload_device()))
 
 
 class AniSoraHandle:

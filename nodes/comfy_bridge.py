@@ -32,6 +32,7 @@ PACK_FOLDERS = {
     "ganime": (".safetensors", ".ckpt", ".pth", ".pt", ".sft"),
     "lineart": (".safetensors", ".ckpt", ".pth", ".pt", ".sft"),
     "interpolation": (".safetensors", ".ckpt", ".pth", ".pt", ".sft"),
+    "metrics": (".safetensors", ".ckpt", ".pth", ".pt", ".sft", ".bin"),
 }
 
 
@@ -194,6 +195,15 @@ def list_dirs(kind: str, is_model_dir) -> list[str]:
 def input_directory() -> str | None:
     """ComfyUI's input/ folder (where Load Image looks); None outside ComfyUI."""
     return _fp.get_input_directory() if IN_COMFYUI else None
+
+
+def data_folders() -> dict[str, str]:
+    """ComfyUI's input and output folders (where node inputs may read clip sets), or
+    ``ANIMEVIDEO_INPUT_DIR`` / ``ANIMEVIDEO_OUTPUT_DIR`` (default ./input, ./output) outside ComfyUI."""
+    if IN_COMFYUI:
+        return {"input": _fp.get_input_directory(), "output": _fp.get_output_directory()}
+    return {"input": os.environ.get("ANIMEVIDEO_INPUT_DIR", os.path.join(os.getcwd(), "input")),
+            "output": os.environ.get("ANIMEVIDEO_OUTPUT_DIR", os.path.join(os.getcwd(), "output"))}
 
 
 def models_dir_hint(kind: str) -> str:

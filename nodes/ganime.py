@@ -9,7 +9,7 @@ import os
 
 import torch
 
-from ..pipelines.checkpoint_io import FileIdentity
+from ..pipelines.checkpoint_io import FileIdentity, explain_load_errors
 from ..pipelines.errors import AnimeVideoInputError, AnimeVideoModelError
 from ..pipelines.ganime import inference as g_inference
 from ..pipelines.ganime import loader as g_loader
@@ -95,8 +95,10 @@ def load_ganime_cached(vqgan_name: str, transformer_name: str, dtype_name: str) 
     tr_path = resolve_path(transformer_name, "transformer_name")
     dtype = g_loader.resolve_dtype(dtype_name, bridge.torch_device())
     key = ("ganime", FileIdentity.of(vq_path), FileIdentity.of(tr_path), str(dtype))
-    return MODEL_CACHE.get_or_load(
-        key, lambda: g_loader.load_ganime(vq_path, tr_path, dtype).to(bridge.offload_device()))
+    # out of memory, a package too old or a damaged file: each said as what it is
+    with explain_load_errors(f"{vqgan_name} + {transformer_name}", tr_path):
+        return MODEL_CACHE.get_or_load(
+            key, lambda: g_loader.load_ganime(vq_path, tr_path, dtype).to(bridge.offload_device()))
 
 
 class GANimeHandle:

@@ -11,7 +11,7 @@ import os
 import torch
 
 from ..pipelines import memory, storyboard
-from ..pipelines.checkpoint_io import FileIdentity
+from ..pipelines.checkpoint_io import FileIdentity, explain_load_errors
 from ..pipelines.errors import AnimeVideoInputError, AnimeVideoModelError
 from ..pipelines.image_ops import comfy_image_to_bchw
 from ..pipelines.interpolate import loader as interp_loader
@@ -52,8 +52,10 @@ def load_interpolator_cached(model_name: str, dtype_name: str):
     path = resolve_interpolator_path(model_name)
     dtype = interp_loader.resolve_dtype(dtype_name)
     key = ("animeinterp", FileIdentity.of(path), str(dtype))
-    return MODEL_CACHE.get_or_load(
-        key, lambda: interp_loader.load_interpolator(path, dtype).to(bridge.offload_device()))
+    # out of memory, a package too old or a damaged file: each said as what it is
+    with explain_load_errors(model_name, path):
+        return MODEL_CACHE.get_or_load(
+            key, lambda: interp_loader.load_interpolator(path, dtype).to(bridge.offload_device()))
 
 
 class InterpolatorHandle:

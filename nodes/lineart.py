@@ -4,7 +4,7 @@ The work happens in ``pipelines.lineart``; the generator is loaded here through 
 """
 from __future__ import annotations
 
-from ..pipelines.checkpoint_io import FileIdentity
+from ..pipelines.checkpoint_io import FileIdentity, explain_load_errors
 from ..pipelines.errors import AnimeVideoInputError, AnimeVideoModelError
 from ..pipelines.lineart import extract as la_extract
 from ..pipelines.lineart import loader as la_loader
@@ -39,7 +39,9 @@ def load_lineart_cached(model_name: str, download_if_missing: bool = False):
     """The generator for ``model_name``, shared through MODEL_CACHE and parked on the offload device."""
     path = resolve_lineart_path(model_name, download_if_missing)
     key = ("lineart", FileIdentity.of(path))
-    return MODEL_CACHE.get_or_load(key, lambda: la_loader.load_lineart_model(path).to(bridge.offload_device()))
+    # out of memory, a package too old or a damaged file: each said as what it is
+    with explain_load_errors(model_name, path):
+        return MODEL_CACHE.get_or_load(key, lambda: la_loader.load_lineart_model(path).to(bridge.offload_device()))
 
 
 class AnimeVideoLineart:

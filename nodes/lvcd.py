@@ -2,7 +2,7 @@
 and ``pipelines.long_video``."""
 from __future__ import annotations
 
-from ..pipelines.checkpoint_io import FileIdentity
+from ..pipelines.checkpoint_io import FileIdentity, explain_load_errors
 from ..pipelines.errors import AnimeVideoInputError
 from ..pipelines.image_ops import FIT_MODES, comfy_image_to_bchw, fit_image
 from ..pipelines.lineart import POLARITIES, to_hint
@@ -54,7 +54,9 @@ def load_lvcd_cached(ckpt_name: str, lvcd_name: str, dtype_name: str, download_i
     lvcd_path = resolve_lvcd_path(lvcd_name, download_if_missing)
     dtype = svd_loader.resolve_dtype(dtype_name, bridge.torch_device())
     key = ("lvcd", FileIdentity.of(svd_path), FileIdentity.of(lvcd_path), str(dtype))
-    return MODEL_CACHE.get_or_load(key, lambda: load_lvcd(svd_path, lvcd_path, dtype).to(bridge.offload_device()))
+    # out of memory, a package too old or a damaged file: each said as what it is
+    with explain_load_errors(f"{ckpt_name} + {lvcd_name}", lvcd_path):
+        return MODEL_CACHE.get_or_load(key, lambda: load_lvcd(svd_path, lvcd_path, dtype).to(bridge.offload_device()))
 
 
 class LVCDHandle:

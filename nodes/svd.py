@@ -5,7 +5,7 @@ import os
 
 import torch
 
-from ..pipelines.checkpoint_io import FileIdentity, resolve_in_folders
+from ..pipelines.checkpoint_io import FileIdentity, explain_load_errors, resolve_in_folders
 from ..pipelines.errors import AnimeVideoInputError, AnimeVideoModelError
 from ..pipelines.image_ops import FIT_MODES, comfy_image_to_bchw, fit_image
 from ..pipelines.model_cache import MODEL_CACHE
@@ -71,7 +71,9 @@ def load_svd_cached(ckpt_name: str, dtype_name: str, download_if_missing: bool =
     path = resolve_svd_path(ckpt_name, download_if_missing)
     dtype = svd_loader.resolve_dtype(dtype_name, bridge.torch_device())
     key = ("svd", FileIdentity.of(path), str(dtype))
-    return MODEL_CACHE.get_or_load(key, lambda: svd_loader.load_svd(path, dtype).to(bridge.offload_device()))
+    # out of memory, a package too old or a damaged file: each said as what it is
+    with explain_load_errors(ckpt_name, path):
+        return MODEL_CACHE.get_or_load(key, lambda: svd_loader.load_svd(path, dtype).to(bridge.offload_device()))
 
 
 class AnimeVideoLoadSVD:

@@ -6,7 +6,7 @@ spandrel, frame by frame in chunks with the output written into one preallocated
 from __future__ import annotations
 
 from ..pipelines import memory
-from ..pipelines.checkpoint_io import FileIdentity
+from ..pipelines.checkpoint_io import FileIdentity, explain_load_errors
 from ..pipelines.errors import AnimeVideoInputError
 from ..pipelines.model_cache import MODEL_CACHE
 from ..pipelines.upscale import loader as up_loader
@@ -41,8 +41,10 @@ def load_upscaler_cached(model_name: str, dtype_name: str, download_if_missing: 
     path = resolve_upscaler_path(model_name, download_if_missing)
     device = bridge.torch_device()
     key = ("upscaler", FileIdentity.of(path), dtype_name, device.type)
-    return MODEL_CACHE.get_or_load(
-        key, lambda: up_loader.load_upscaler(path, dtype_name, device).to(bridge.offload_device()))
+    # out of memory, a package too old or a damaged file: each said as what it is
+    with explain_load_errors(model_name, path):
+        return MODEL_CACHE.get_or_load(
+            key, lambda: up_loader.load_upscaler(path, dtype_name, device).to(bridge.offload_device()))
 
 
 class UpscalerHandle:

@@ -6,14 +6,20 @@ inputs are resolved strictly inside the given model folders.
 """
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
 import pickle
+import re
+import struct
+import sys
+import zipfile
 from dataclasses import dataclass
 from typing import Iterable
 
 import torch
 
-from .errors import AnimeVideoInputError, AnimeVideoModelError
+from .errors import AnimeVideoDependencyError, AnimeVideoInputError, AnimeVideoMemoryError, AnimeVideoModelError
 
 SAFETENSORS_EXTENSIONS = (".safetensors", ".sft")
 PICKLE_EXTENSIONS = (".ckpt", ".pt", ".pth", ".bin")
@@ -77,26 +83,52 @@ class FileIdentity:
 CPU_ALIGNMENT = 64
 
 
-def owned_tensor(t: torch.Tensor) -> torch.Tensor:
-    """``t`` in an aligned allocation of its own.
+def _unaligned(t: torch.Tensor) -> bool:
+    return t.device.type == "cpu" and t.data_ptr() % CPU_ALIGNMENT != 0
+
+
+def _pooled_copies(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Copies of ``tensors`` in ONE aligned allocation. Thousands of separate copies would land in malloc's
+    heap, which it seldom gives back to the system once freed (POST /free left a third of an SVD's copy in the
+    RSS); one large block is mapped on its own and returned whole when the model goes."""
+    offsets, total = [], 0
+    for t in tensors:
+        total = -(-total // CPU_ALIGNMENT) * CPU_ALIGNMENT
+        offsets.append(total)
+        total += t.numel() * t.element_size()
+    pool = torch.empty(total, dtype=torch.uint8)
+    out = []
+    for t, offset in zip(tensors, offsets):
+        view = pool[offset:offset + t.numel() * t.element_size()].view(t.dtype).view(t.shape)
+        view.copy_(t)
+        out.append(view)
+    return out
+
+
+def owned_tensors(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The state dict with its unaligned CPU tensors copied to aligned memory.
 
     safetensors (0.8 and later) serves tensors straight from the memory-mapped file, at whatever offset the
     header leaves, and CPU kernels take other code paths (other rounding, ~1e-6) on unaligned weights: the
     same weights would compute differently depending on the file's layout (an sgm file vs a diffusers
-    folder). One copy of each unaligned tensor at load makes every load path compute the same."""
-    if t.device.type == "cpu" and t.data_ptr() % CPU_ALIGNMENT:
-        return t.clone()
-    return t
+    folder). One copy of each unaligned tensor at load makes every load path compute the same. The copies
+    share one allocation (see _pooled_copies): save them with ``.clone()`` if a file format needs separate
+    storages."""
+    keys = [k for k, t in tensors.items() if _unaligned(t)]
+    if not keys:
+        return tensors
+    out = dict(tensors)
+    out.update(zip(keys, _pooled_copies([tensors[k] for k in keys])))
+    return out
 
 
 def own_module_tensors(module: torch.nn.Module) -> torch.nn.Module:
-    """Every parameter and buffer of ``module`` in aligned memory of its own (see owned_tensor): for modules
-    from diffusers' / transformers' ``from_pretrained``, which keep safetensors' memory-mapped tensors."""
-    for sub in module.modules():
-        for group in (sub._parameters, sub._buffers):
-            for name, t in group.items():
-                if t is not None:
-                    t.data = owned_tensor(t.data)
+    """owned_tensors for every parameter and buffer of ``module``: for modules from diffusers' /
+    transformers' ``from_pretrained``, which keep safetensors' memory-mapped tensors."""
+    slots = [(group, name) for sub in module.modules() for group in (sub._parameters, sub._buffers)
+             for name, t in group.items() if t is not None and _unaligned(t.data)]
+    for (group, name), copy in zip(slots, _pooled_copies([group[name].data for group, name in slots])):
+        group[name].data = copy
     return module
 
 
@@ -107,22 +139,11 @@ def read_state_dict(path: str, device: str = "cpu") -> dict[str, torch.Tensor]:
     if lower.endswith(SAFETENSORS_EXTENSIONS):
         from safetensors.torch import load_file
 
-        try:
-            return {k: owned_tensor(v) for k, v in load_file(path, device=device).items()}
-        except Exception as e:  # SafetensorError, OSError: truncated or corrupt
-            raise AnimeVideoModelError(damaged_file_message(name, e)) from None
+        with explain_load_errors(name, path):
+            return owned_tensors(load_file(path, device=device))
     if lower.endswith(PICKLE_EXTENSIONS):
-        try:
-            obj = torch.load(path, map_location=device, weights_only=True)
-        except pickle.UnpicklingError as e:
-            if "GLOBAL" in str(e) or "Unsupported global" in str(e):  # a class or function reference
-                raise AnimeVideoModelError(
-                    f"'{name}' holds Python objects besides tensors, which could run code when loaded; it is "
-                    "refused (only plain tensors are read). Convert it to .safetensors or use the released file."
-                ) from None
-            raise AnimeVideoModelError(damaged_file_message(name, e)) from None
-        except Exception as e:  # zip/pickle stream errors of truncated, corrupt or non-checkpoint files
-            raise AnimeVideoModelError(damaged_file_message(name, e)) from None
+        with explain_load_errors(name):
+            obj = torch_load_weights(path, name, map_location=device)
         return unwrap_state_dict(obj)
     raise AnimeVideoModelError(
         f"'{os.path.basename(path)}' has an unsupported extension; expected one of "
@@ -130,9 +151,157 @@ def read_state_dict(path: str, device: str = "cpu") -> dict[str, torch.Tensor]:
     )
 
 
-def damaged_file_message(name: str, e: Exception) -> str:
+def torch_load_weights(path: str, name: str, refused_hint: str = "Convert it to .safetensors or use the released "
+                       "file.", **kwargs):
+    """``torch.load(weights_only=True)``; a pickle that references Python classes or functions is refused with a
+    message saying so (other failures are classified by :func:`explain_load_errors`)."""
+    try:
+        return torch.load(path, weights_only=True, **kwargs)
+    except pickle.UnpicklingError as e:
+        if "GLOBAL" in str(e) or "Unsupported global" in str(e):  # a class or function reference
+            raise AnimeVideoModelError(
+                f"'{name}' holds Python objects besides tensors, which could run code when loaded; it is "
+                f"refused (only plain tensors are read). {refused_hint}") from None
+        raise
+    except (KeyError, IndexError, ValueError, TypeError, struct.error, UnicodeDecodeError) as e:
+        # what the weights-only unpickler raises on bytes that are not a pickle stream (a text file, garbage)
+        raise AnimeVideoModelError(damaged_file_message(name, e)) from None
+
+
+def damaged_file_message(name: str, e: BaseException) -> str:
     return (f"Could not read '{name}': the file is damaged or incomplete (often an interrupted download; "
             f"download it again). Details: {type(e).__name__}: {e}")
+
+
+# ---------------------------------------------------------------------------------------------
+# What went wrong while loading: memory, packages, a damaged file, or something else
+# ---------------------------------------------------------------------------------------------
+
+# Packages whose failures while loading point at an installed version, and their distribution names.
+_PACKAGES = {"diffusers": "diffusers", "transformers": "transformers", "accelerate": "accelerate",
+             "safetensors": "safetensors", "spandrel": "spandrel", "huggingface_hub": "huggingface-hub",
+             "numpy": "numpy", "PIL": "Pillow", "torch": "torch"}
+# What a torch.load of a truncated or corrupt file raises as RuntimeError (zip reader, legacy pickle reader).
+_CORRUPT_MARKERS = ("PytorchStreamReader", "zip archive", "unexpected EOF", "might be corrupted",
+                    "invalid load key", "truncated", "storage has wrong byte size")
+_REQUIREMENTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "requirements.txt")
+
+
+def damaged_error_types() -> tuple[type[BaseException], ...]:
+    """Exceptions that only a bad file gives: safetensors header/parse errors, pickle and zip stream errors."""
+    types: list[type[BaseException]] = [pickle.UnpicklingError, EOFError, zipfile.BadZipFile]
+    try:
+        from safetensors import SafetensorError
+        types.append(SafetensorError)
+    except ImportError:  # very old safetensors: its errors then fall to the generic message
+        pass
+    return tuple(types)
+
+
+def required_version(dist: str) -> str | None:
+    """The highest floor any capability gives ``dist`` in pipelines/dependencies.py, else requirements.txt's."""
+    from .dependencies import NEEDS, version_tuple
+
+    floors = [v for needs in NEEDS.values() for d, v in needs if d.lower() == dist.lower()]
+    if floors:
+        return max(floors, key=version_tuple)
+    try:
+        with open(_REQUIREMENTS, encoding="utf-8") as fh:
+            for line in fh:
+                m = re.match(rf"^\s*{re.escape(dist)}\s*>=\s*([\w.]+)", line, flags=re.IGNORECASE)
+                if m:
+                    return m.group(1)
+    except OSError:
+        pass
+    return None
+
+
+def _package_of(e: BaseException) -> str | None:
+    """The third-party package an ImportError/AttributeError comes from (None: our own code, i.e. a bug)."""
+    def top(module: str | None) -> str | None:
+        root = (module or "").split(".")[0]
+        return root if root in _PACKAGES else None
+
+    if isinstance(e, ImportError):
+        return top(e.name) or top(getattr(e, "path", None) and os.path.basename(e.path))
+    obj = getattr(e, "obj", None)
+    if obj is not None:
+        found = top(obj.__name__) if isinstance(obj, type(sys)) else top(type(obj).__module__)
+        if found:
+            return found
+    tb, found = e.__traceback__, None
+    while tb is not None:  # the innermost frame inside a known package
+        found = top(tb.tb_frame.f_globals.get("__name__")) or found
+        tb = tb.tb_next
+    return found
+
+
+def package_message(name: str, package: str, e: BaseException, needs: dict[str, str] | None = None) -> str:
+    from .dependencies import installed_version
+
+    dist = _PACKAGES.get(package, package)
+    floor = (needs or {}).get(dist) or required_version(dist)
+    version = installed_version(dist)
+    have = f"the installed {dist} {version}" if version else f"{dist}, which is not installed,"
+    want = f" needs {dist} {floor} or newer" if floor else f" needs a version of {dist} that has it"
+    return (f"Could not load '{name}': {have} lacks what this model needs ({type(e).__name__}: {e}). The file "
+            f"is not damaged; this pack{want}. Update it in ComfyUI's Python: {sys.executable} -m pip install -U "
+            f"\"{dist}{'>=' + floor if floor else ''}\", then restart ComfyUI.")
+
+
+def memory_message(name: str, e: BaseException, path: str | None = None) -> str:
+    size = ""
+    if path and os.path.exists(path):
+        nbytes = FileIdentity.of(path).size
+        size = f" ({nbytes / 2 ** 30:.1f} GB on disk)"
+    where = "GPU" if isinstance(e, torch.OutOfMemoryError) or "cuda" in str(e).lower() else "system (RAM)"
+    return (f"Out of {where} memory while loading '{name}'{size}; the file is not damaged. Free memory first "
+            "(close other workflows or unload models, e.g. ComfyUI's 'Unload Models'), pick a smaller dtype "
+            "(fp16/bf16) or a smaller variant of the model, or use a machine with more memory. "
+            f"Details: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+
+
+@contextlib.contextmanager
+def explain_load_errors(name: str, path: str | None = None, needs: dict[str, str] | None = None):
+    """Turn a failure while loading ``name`` into an error that says what happened:
+
+    - out of memory (``torch.OutOfMemoryError``, ``MemoryError``, an allocator RuntimeError) ->
+      :class:`AnimeVideoMemoryError` with memory advice, never "damaged";
+    - a missing or too old package (ImportError, or an AttributeError raised by/on diffusers, transformers, ...)
+      -> :class:`AnimeVideoDependencyError` naming the package, its installed version and the version needed
+      (``needs`` overrides the floors of pipelines/dependencies.py);
+    - safetensors header/parse errors, truncated or corrupt zip/pickle streams -> "damaged file";
+    - a file that cannot be opened (missing, no permission) -> that, with the OS's reason; other OS errors
+      (a diffusers folder without its weight file, ...) as they are, without calling the file damaged.
+
+    Anything else passes through unchanged: an unexpected error is a bug to see, not to relabel. The pack's own
+    errors pass through as well.
+    """
+    from .memory import is_allocation_failure
+
+    try:
+        yield
+    except (AnimeVideoModelError, AnimeVideoInputError):
+        raise
+    except (ImportError, AttributeError) as e:
+        package = _package_of(e)
+        if package is None:
+            raise
+        raise AnimeVideoDependencyError(package_message(name, package, e, needs)) from None
+    except damaged_error_types() as e:
+        raise AnimeVideoModelError(damaged_file_message(name, e)) from None
+    except (FileNotFoundError, PermissionError, IsADirectoryError) as e:
+        raise AnimeVideoModelError(f"Could not open '{name}': {e.strerror or e}.") from None
+    except OSError as e:
+        if e.errno in (errno.EINVAL, errno.EIO):  # what reading past the end of a truncated zip checkpoint gives
+            raise AnimeVideoModelError(damaged_file_message(name, e)) from None
+        raise AnimeVideoModelError(f"Could not read '{name}': {type(e).__name__}: {e}") from None
+    except (RuntimeError, MemoryError) as e:  # torch.OutOfMemoryError is a RuntimeError
+        if is_allocation_failure(e):
+            raise AnimeVideoMemoryError(memory_message(name, e, path)) from None
+        if isinstance(e, RuntimeError) and any(m in str(e) for m in _CORRUPT_MARKERS):
+            raise AnimeVideoModelError(damaged_file_message(name, e)) from None
+        raise
 
 
 def unwrap_state_dict(obj) -> dict[str, torch.Tensor]:

@@ -77,6 +77,7 @@ def writers():
     from animevideo.pipelines.interpolate import tiny as interp_tiny
     from animevideo.pipelines.lineart import tiny as lineart_tiny
     from animevideo.pipelines.lvcd import tiny as lvcd_tiny
+    from animevideo.pipelines.metrics import tiny as metrics_tiny
     from animevideo.pipelines.upscale import tiny as upscale_tiny
 
     return [
@@ -88,6 +89,7 @@ def writers():
         (list(lvcd_tiny.TINY_FILES), lvcd_tiny.write_tiny_lvcd),
         (list(anisora_tiny.TINY_FILES), anisora_tiny.write_tiny_anisora),
         (list(cogvideox_tiny.TINY_FILES), cogvideox_tiny.write_tiny_cogvideox),
+        (list(metrics_tiny.TINY_FILES), metrics_tiny.write_tiny_metrics),
     ]
 
 

@@ -434,3 +434,38 @@ def test_fit_mode_tiling_and_devices(model, inputs):
     assert res.frames.shape == (FRAMES, SIZE, SIZE, 3) and model.vae.use_tiling
     cv.set_vae_tiling(model.vae, False)
     assert not model.vae.use_tiling
+
+
+def test_motion_mask_resets_the_static_region_after_every_step(model, inputs):
+    """The V1 latent blend acts after EVERY step: the latents the transformer sees at step i >= 1 hold, in the
+    static region, the keyframe latent noised to the previous step's timestep,
+    sqrt(a) z + sqrt(1 - a) eps (a = alphas_cumprod[t_{i-1} - 1000/steps], eps drawn from seed + 1), written out
+    here from the scheduler's table. A blend made only at the end would leave the intermediate inputs free."""
+    img, pos, neg = inputs
+    mask = torch.zeros(SIZE, SIZE)
+    mask[:, 32:] = 1.0
+    guide = Guide().with_keyframe(img, 0).with_motion_mask(mask)
+    z, w, _ = cv.build_static_blend(model, guide, FRAMES, SIZE, SIZE)
+    steps = 4
+    req = _request(steps=steps)
+    seen = []
+    hook = model.transformer.register_forward_pre_hook(
+        lambda m, a, kw: seen.append((kw["hidden_states"][:1, :, :16].clone(), kw["timestep"][0].item())),
+        with_kwargs=True)
+    try:
+        cv.generate(model, guide, TextConditioning(pos, neg), req)
+    finally:
+        hook.remove()
+    assert len(seen) == steps
+    scheduler, _ = cv.make_scheduler(model, req.sampler)
+    alphas = scheduler.alphas_cumprod.double()
+    eps = torch.randn(z.shape, generator=torch.Generator("cpu").manual_seed(req.seed + 1)).double()
+    static = (w == 1).expand_as(z)
+    assert static.any() and not static.all()
+    for i in range(1, steps):
+        prev = int(seen[i - 1][1]) - scheduler.config.num_train_timesteps // steps
+        a = alphas[prev]
+        want = a.sqrt() * z.double() + (1 - a).sqrt() * eps
+        x = seen[i][0].double()
+        assert (x - want)[static].abs().max() < 1e-5, i
+        assert (x - want)[~static].abs().max() > 1e-2, i  # the moving region is the sampler's own

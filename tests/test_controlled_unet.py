@@ -63,3 +63,61 @@ def test_controlled_denoiser_plugs_into_the_sampler(tiny_svd):
         ControlledUNetDenoiser(unet, lambda *a: steps.append(a[-1]))).sample(cond, noise, sigmas, None)
     assert steps == [0, 1]
     torch.testing.assert_close(controlled, plain, rtol=0, atol=1e-5)
+
+
+def _diffusers_forward_with_residuals(unet, sample, t, hidden, ids, down, mid):
+    """The independent reference: diffusers' own ``unet.forward``, with ControlNet's additions made by hooks -
+    each skip residual added to the skip an up block receives (``res_hidden_states_tuple``, consumed from the
+    end as diffusers pops them) and the mid residual to the middle block's output."""
+    handles = []
+    remaining = list(down)
+    for block in unet.up_blocks:
+        n = len(block.resnets)
+        mine, remaining = remaining[-n:], remaining[:-n]
+
+        def pre(module, args, kwargs, mine=mine):
+            res = kwargs["res_hidden_states_tuple"]
+            assert len(res) == len(mine)
+            kwargs["res_hidden_states_tuple"] = tuple(s + r for s, r in zip(res, mine))
+            return args, kwargs
+
+        handles.append(block.register_forward_pre_hook(pre, with_kwargs=True))
+    handles.append(unet.mid_block.register_forward_hook(lambda m, a, out: out + mid))
+    try:
+        return unet(sample, t, encoder_hidden_states=hidden, added_time_ids=ids, return_dict=False)[0]
+    finally:
+        for h in handles:
+            h.remove()
+
+
+@pytest.mark.parametrize("h, w", [(8, 8), (5, 9)])
+def test_nonzero_skip_and_mid_residuals_match_diffusers_forward_with_hooks(tiny_svd, h, w):
+    """Every skip residual lands on its own skip (order, level) and the mid residual after the middle block:
+    non-zero residuals of distinct sizes against diffusers' forward with the additions hooked in."""
+    unet = tiny_svd[0]
+    sample, t, hidden, ids = _inputs(unet, h, w)
+    with torch.no_grad():
+        x = unet.conv_in(sample.flatten(0, 1))
+        indicator = torch.zeros(sample.shape[0], sample.shape[1])
+        from animevideo.pipelines.svd.controlled_unet import svd_embeddings, svd_encoder
+        emb, hid = svd_embeddings(unet, sample, t, hidden, ids)
+        mid_in, skips = svd_encoder(unet, x, emb, hid, indicator)
+        g = torch.Generator().manual_seed(1)
+        # each residual different in size and pattern, so a swapped, dropped or misplaced one shows
+        down = [torch.randn(s.shape, generator=g) * (0.3 + 0.2 * i) for i, s in enumerate(skips)]
+        mid = torch.randn(mid_in.shape, generator=g)
+        ref = _diffusers_forward_with_residuals(unet, sample, t, hidden, ids, down, mid)
+        ours = svd_unet_forward(unet, sample, t, hidden, ids, down, mid)
+        plain = svd_unet_forward(unet, sample, t, hidden, ids)
+        no_mid = svd_unet_forward(unet, sample, t, hidden, ids, down, None)
+    torch.testing.assert_close(ours, ref, rtol=0, atol=2e-5)
+    assert (ours - plain).abs().max() > 1e-2  # the residuals matter at this size
+    assert (ours - no_mid).abs().max() > 1e-2  # and the mid residual on its own
+    for i in range(len(down)):  # every single skip residual moves the output
+        one = [torch.zeros_like(r) for r in down]
+        one[i] = down[i]
+        with torch.no_grad():
+            only = svd_unet_forward(unet, sample, t, hidden, ids, one, None)
+            ref_only = _diffusers_forward_with_residuals(unet, sample, t, hidden, ids, one, torch.zeros_like(mid))
+        torch.testing.assert_close(only, ref_only, rtol=0, atol=2e-5)
+        assert (only - plain).abs().max() > 1e-3, i

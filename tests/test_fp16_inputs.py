@@ -22,6 +22,8 @@ def both(fn, *images):
 
 
 def close(a, b):
+    if isinstance(a, dict) and "result" in a:  # nodes that also send ui text: {"ui": …, "result": (…)}
+        return a.get("ui") == b.get("ui") and close(a["result"], b["result"])
     if isinstance(a, (tuple, list)):
         return all(close(x, y) for x, y in zip(a, b))
     if isinstance(a, torch.Tensor):
@@ -102,10 +104,27 @@ def test_ganime(env):
     assert close(*both(lambda x: run("AnimeVideoGANimeEncode", model, x, "squash"), image(2, 32, 64)))
 
 
+def test_guide_storyboard(env):
+    guide = run("AnimeVideoKeyframe", image(1, 32, 32), 0, 1.0)[0]
+    assert close(*both(lambda x: run("AnimeVideoGuidePreview", guide, 3, 32, 32, "crop", frames=x), image(3, 32, 32)))
+
+
+def test_clip_metrics(env):
+    mask = (torch.rand(1, 32, 32, generator=torch.Generator().manual_seed(3)) > 0.5).float()
+
+    def score(gen, gold, ref_lines, m):
+        return run("AnimeVideoClipMetrics", gen, gold, "generated", "shorter", False, "alex", "sk_model.pth",
+                   reference_lineart=ref_lines, motion_mask=m)
+
+    a = score(image(3, 32, 32), image(3, 32, 32, seed=1), image(3, 32, 32, seed=2), mask)
+    b = score(image(3, 32, 32).half(), image(3, 32, 32, seed=1).half(), image(3, 32, 32, seed=2).half(), mask.half())
+    assert a[:-1] == pytest.approx(b[:-1], rel=1e-6, nan_ok=True) and a[-1] == b[-1]
+
+
 def test_every_node_taking_an_image_or_mask_is_covered():
-    covered = {"AnimeVideoKeyframe", "AnimeVideoMotionMask", "AnimeVideoSVDSampler", "AnimeVideoLineart",
-               "AnimeVideoLVCDColorize", "AnimeVideoInterpolate", "AnimeVideoUpscale", "AnimeVideoGANimeInbetween",
-               "AnimeVideoGANimeEncode"}
+    covered = {"AnimeVideoKeyframe", "AnimeVideoGuidePreview", "AnimeVideoMotionMask", "AnimeVideoSVDSampler",
+               "AnimeVideoLineart", "AnimeVideoLVCDColorize", "AnimeVideoInterpolate", "AnimeVideoUpscale", "AnimeVideoGANimeInbetween",
+               "AnimeVideoGANimeEncode", "AnimeVideoClipMetrics"}
     taking = set()
     for node, cls in NODE_CLASS_MAPPINGS.items():
         types_ = cls.INPUT_TYPES()

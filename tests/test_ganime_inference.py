@@ -137,3 +137,37 @@ def test_thesis_transformer_size():
     assert sum(p.numel() for p in tr.parameters()) == 406_286_336
     assert tr.gpt2.lm_head.weight is tr.gpt2.transformer.wte.weight
     assert (tr.config.n_layer, tr.config.n_embd, tr.config.n_head, tr.config.n_positions) == (24, 1024, 16, 1024)
+
+
+@pytest.mark.parametrize("frames_before", [1, 3])
+def test_generate_feeds_the_thesis_layout_at_every_step(model, frames_before, monkeypatch):
+    """Every step reads [codes(last frame) | codes of the M previous frames, oldest first] with the remaining-frames
+    value r = n - 1 - c of the frame c it predicts (thesis B1/B3, Table 6), written out here by hand; the
+    predicted codes land in slot c and become context for the next steps."""
+    tr = model.transformer
+    g = torch.Generator().manual_seed(7)
+    first = torch.randint(0, 64, (1, 128), generator=g)
+    last = torch.randint(0, 64, (1, 128), generator=g)
+    n = 6
+    seen = []
+    real = tr.shared_prefix_logits
+
+    def spy(prefix_ids, prefix_remaining, suffix_ids, prefix_of_row, n_out=None):
+        seen.append((prefix_ids.clone(), prefix_remaining.clone(), suffix_ids.clone()))
+        return real(prefix_ids, prefix_remaining, suffix_ids, prefix_of_row, n_out=n_out)
+
+    monkeypatch.setattr(tr, "shared_prefix_logits", spy)
+    out = I.generate(model, first, last, n, frames_before=frames_before, generate_last=True)
+    assert len(seen) == n - 1
+    codes = out.codes[0]
+    for c, (prefix, r, suffix) in enumerate(seen, start=1):
+        previous = list(range(max(0, c - frames_before), c))
+        assert torch.equal(prefix, last)
+        assert r.tolist() == [n - 1 - c]
+        assert torch.equal(suffix[0], torch.cat([codes[j] for j in previous]))
+    # the uncached forward on that layout gives the codes the loop chose (greedy)
+    c = n - 2
+    ids = torch.cat([last[0]] + [codes[j] for j in range(max(0, c - frames_before), c)])[None]
+    with torch.no_grad():
+        full = tr(ids, torch.tensor([n - 1 - c]))
+    assert torch.equal(full.argmax(-1)[0], codes[c])

@@ -1,4 +1,5 @@
 """AnimeInterp: the released checkpoint layout, loading, and the clip runner (tiny widths, CPU)."""
+import math
 import os
 
 import pytest
@@ -440,3 +441,146 @@ def test_flow_directions_batched_or_in_turn_agree(tiny_model):
         seq = tiny_model.pair_flows(a, b, batch_directions=False, **kw)
         bat = tiny_model.pair_flows(a, b, batch_directions=True, **kw)
         assert all((x - y).abs().max() < 1e-5 for x, y in zip(seq, bat))
+
+
+# ---------------------------------------------------------------------------------------------
+# mechanisms against float64 re-derivations of their equations (RAFT / AnimeInterp)
+# ---------------------------------------------------------------------------------------------
+
+def test_correlation_volume_matches_float64():
+    """C(i, j) = <f1_i, f2_j> / sqrt(d) (RAFT's all-pairs correlation, as the released RFR computes it)."""
+    g = torch.Generator().manual_seed(0)
+    d, h, w = 64, 3, 5
+    f1, f2 = torch.randn(2, d, h, w, generator=g), torch.randn(2, d, h, w, generator=g)
+    vol = ai.correlation_volume(f1, f2)
+    ref = torch.einsum("bdi,bdj->bij", f1.double().flatten(2), f2.double().flatten(2)) / d ** 0.5
+    assert vol.shape == (2, h * w, h * w)
+    torch.testing.assert_close(vol.double(), ref, rtol=1e-6, atol=1e-6)
+    for (i, j) in ((0, 0), (4, 11), (14, 7)):  # spot entries written out
+        yi, xi, yj, xj = i // w, i % w, j // w, j % w
+        dot = sum(float(f1[1, c, yi, xi]) * float(f2[1, c, yj, xj]) for c in range(d))
+        assert abs(float(vol[1, i, j]) - dot / 8.0) < 1e-5
+
+
+def _bilinear64(img, x, y):
+    """Zero-padded bilinear sample of a [H, W] float64 map at (x, y) pixels."""
+    hh, ww = img.shape
+    x0, y0 = math.floor(x), math.floor(y)
+    total = 0.0
+    for cx, cy in ((x0, y0), (x0 + 1, y0), (x0, y0 + 1), (x0 + 1, y0 + 1)):
+        if 0 <= cx < ww and 0 <= cy < hh:
+            total += float(img[cy, cx]) * (1 - abs(x - cx)) * (1 - abs(y - cy))
+    return total
+
+
+def test_correlation_pyramid_lookup_matches_float64():
+    """Level l = the volume average-pooled 2^l times over the target pixels; the lookup samples a (2r+1)^2 window
+    around coords / 2^l, x offset along the first window axis (RAFT's order, which convc1 was trained on)."""
+    g = torch.Generator().manual_seed(1)
+    d, h, w, levels, r = 8, 8, 8, 2, 1
+    f1, f2 = torch.randn(1, d, h, w, generator=g), torch.randn(1, d, h, w, generator=g)
+    pyr = ai.CorrPyramid(f1, f2, levels, r)
+    coords = ai.coords_grid(1, h, w, "cpu") + torch.randn(1, 2, h, w, generator=g) * 1.5
+    out = pyr.lookup(coords)
+    assert out.shape == (1, levels * (2 * r + 1) ** 2, h, w)
+    vol = torch.einsum("di,dj->ij", f1[0].double().flatten(1), f2[0].double().flatten(1)) / math.sqrt(d)
+    for (py, px) in ((0, 0), (3, 5), (7, 2)):
+        src = py * w + px
+        maps = [vol[src].view(h, w)]
+        for _ in range(levels - 1):
+            m = maps[-1]
+            maps.append(m.view(m.shape[0] // 2, 2, m.shape[1] // 2, 2).mean(dim=(1, 3)))
+        cx, cy = float(coords[0, 0, py, px]), float(coords[0, 1, py, px])
+        k = 0
+        for lvl, m in enumerate(maps):
+            for ox in range(-r, r + 1):  # first window axis: x offset
+                for oy in range(-r, r + 1):
+                    want = _bilinear64(m, cx / 2 ** lvl + ox, cy / 2 ** lvl + oy)
+                    assert abs(float(out[0, k, py, px]) - want) < 1e-4, (py, px, lvl, ox, oy)
+                    k += 1
+
+
+def test_convex_upsample_matches_float64():
+    """Each fine pixel (8y+i, 8x+j) = sum over the 3x3 coarse neighbours k of softmax_k(mask[k, i, j]) * 8 flow."""
+    g = torch.Generator().manual_seed(2)
+    h, w = 3, 4
+    flow = torch.randn(1, 2, h, w, generator=g)
+    mask = torch.randn(1, 9 * 64, h, w, generator=g)
+    up = ai.convex_upsample(flow, mask)
+    assert up.shape == (1, 2, 8 * h, 8 * w)
+    f = torch.nn.functional.pad(flow.double(), (1, 1, 1, 1))  # zero outside, as unfold pads
+    m = mask.double().view(9, 8, 8, h, w)
+    for (y, x, i, j) in ((0, 0, 0, 0), (1, 2, 3, 5), (2, 3, 7, 7), (2, 0, 4, 1)):
+        wk = torch.softmax(m[:, i, j, y, x], dim=0)
+        want = sum(wk[k] * 8 * f[0, :, y + k // 3, x + k % 3] for k in range(9))
+        torch.testing.assert_close(up[0, :, 8 * y + i, 8 * x + j].double(), want, rtol=1e-5, atol=1e-5)
+
+
+def test_flow_refinement_loop_matches_its_float64_rederivation(tiny_model):
+    """RFR: coords1 = coords0 + 2 * init (the released double add); each iteration looks the correlation up at
+    coords1, the update block gives a delta, coords1 += delta; the flow is convex-upsampled at the end. Re-run
+    by hand in float64 with float64 copies of the trained parts."""
+    import copy
+
+    g = torch.Generator().manual_seed(3)
+    rfr = tiny_model.flownet
+    b, h, w = 1, 16, 16  # the coarsest of 4 levels must keep 2 px
+    d = rfr.cfg.feature_dim
+    fmap1, fmap2 = torch.randn(b, d, h, w, generator=g), torch.randn(b, d, h, w, generator=g)
+    init = torch.randn(b, 2, h, w, generator=g) * 0.5
+    iters = 3
+    out = rfr.refine(fmap1, fmap2, fmap1, iters, init)
+    update = copy.deepcopy(rfr.update_block).double()
+    pyr = ai.CorrPyramid(fmap1.double(), fmap2.double(), rfr.cfg.corr_levels, rfr.cfg.corr_radius)
+    pyr.pyramid = [torch.einsum("di,dj->ij", fmap1[0].double().flatten(1), fmap2[0].double().flatten(1))
+                   .div(math.sqrt(d)).reshape(h * w, 1, h, w)]
+    for _ in range(rfr.cfg.corr_levels - 1):
+        pyr.pyramid.append(torch.nn.functional.avg_pool2d(pyr.pyramid[-1], 2, stride=2))
+    net, inp = torch.split(fmap1.double(), [rfr.hidden_dim, rfr.context_dim], dim=1)
+    net, inp = torch.tanh(net), torch.relu(inp)
+    coords0 = ai.coords_grid(b, h, w, "cpu").double()
+    coords1 = coords0 + 2 * init.double()
+    deltas = []
+    for _ in range(iters):
+        net, delta = update(net, inp, pyr.lookup(coords1), coords1 - coords0)
+        coords1 = coords1 + delta
+        deltas.append(delta)
+    want = ai.convex_upsample(coords1 - coords0, update.upsample_mask(net))
+    torch.testing.assert_close(out.double(), want, rtol=1e-4, atol=1e-4)
+    assert all(dl.abs().max() > 1e-3 for dl in deltas)  # every iteration moves the flow
+    # the initial flow counts twice, so it shows in the result
+    assert (rfr.refine(fmap1, fmap2, fmap1, iters, None) - out).abs().max() > 1e-2
+
+
+def test_synthesis_matches_its_float64_composition(tiny_model):
+    """The frame at t: images and the 3 feature levels of both frames forward-splatted by t*F12 and (1-t)*F21
+    (summation splat normalised by the splatted ones, in float64), then GridNet on
+    [frame-1 part, frame-2 part] per level."""
+    import copy
+
+    from animevideo.pipelines.interpolate.softsplat import splat_normalized
+
+    g = torch.Generator().manual_seed(4)
+    size = tiny_model.min_size
+    a_img, b_img = torch.rand(1, 3, size, size, generator=g), torch.rand(1, 3, size, size, generator=g)
+    a, b = tiny_model.encode_frame(a_img), tiny_model.encode_frame(b_img)
+    f12 = torch.randn(1, 2, size, size, generator=g) * 2
+    f21 = torch.randn(1, 2, size, size, generator=g) * 2
+    t = 0.3
+    out = tiny_model.synthesize(a, b, f12, f21, t)
+
+    def splat64(x, flow):  # the splat itself is checked against a float64 loop in test_interp_softsplat.py
+        return splat_normalized(x.double(), flow.double())[0]
+
+    def resize64(flow, hw):
+        return ai.resize_flow(flow.double(), hw)
+
+    parts = []
+    for img, feats, flow in ((a_img, a.feats, t * f12), (b_img, b.feats, (1 - t) * f21)):
+        parts.append([splat64(img.double(), flow.double())]
+                     + [splat64(f.double(), resize64(flow, f.shape[-2:])) for f in feats])
+    syn = copy.deepcopy(tiny_model.synnet).double()
+    want = syn(*[torch.cat([p1, p2], dim=1) for p1, p2 in zip(*parts)])
+    torch.testing.assert_close(out.double(), want, rtol=1e-3, atol=1e-4)
+    # and t matters: the other time gives another frame
+    assert (tiny_model.synthesize(a, b, f12, f21, 0.7) - out).abs().max() > 1e-3

@@ -133,6 +133,42 @@ def test_overlapped_frames_are_bit_identical(length, n, o, tail):
         assert torch.equal(res.latents[s.start + s.known:s.end], x[d + s.known:d + s.end - s.start])
 
 
+def test_overlapped_frames_follow_the_previous_pass_at_every_step():
+    """Eq. 6 acts at EVERY step: a known frame's denoised estimate is the previous pass's estimate of the same
+    frame at the same step, and so is its latent x after the step. Final latents alone cannot show this (the
+    last Euler step lands on the denoised estimate, so a last-step-only blend gives the same end), hence
+    every step's state is recorded and compared."""
+    states = {}
+
+    def record(index, st):
+        states.setdefault(index, []).append((st.x.clone(), st.denoised.clone()))
+
+    passes = []
+    sampler = lv.LongSampler(make_denoiser=lambda p: MixingDenoiser(), options=LongVideoOptions(6, 3), steps=4,
+                             seed=5, on_step=record, on_segment=lambda p, x: passes.append(p))
+    sampler.sample(refs_for(0), 17, (C, H, W))
+    assert len(passes) >= 3
+    checked = 0
+    for pa, pb in zip(passes, passes[1:]):
+        sa, sb = pa.segment, pb.segment
+        for j in range(sb.known):
+            f = sb.start + j
+            ia, ib = pa.num_ref_frames + f - sa.start, pb.num_ref_frames + j
+            for step, ((xa, da), (xb, db)) in enumerate(zip(states[sa.index], states[sb.index])):
+                assert torch.equal(db[0, ib], da[0, ia]), (f, step)
+                assert torch.equal(xb[0, ib], xa[0, ia]), (f, step)
+                checked += 1
+    assert checked == 4 * sum(p.segment.known for p in passes)
+    # and without blending the intermediate estimates of the known frames differ from step 0 on
+    states.clear()
+    passes.clear()
+    sampler.options = LongVideoOptions(6, 3, overlapped_blending=False)
+    sampler.sample(refs_for(0), 17, (C, H, W))
+    pa, pb = passes[0], passes[1]
+    assert not torch.equal(states[1][0][1][0, pb.num_ref_frames],
+                           states[0][0][1][0, pa.num_ref_frames + pb.segment.start])
+
+
 def test_without_blending_overlapped_frames_differ():
     _, passes = run(17, 6, 3, overlapped_blending=False)
     assert any(not torch.equal(a, b) for _, a, b in overlapped_pairs(passes))

@@ -9,7 +9,7 @@ import torch
 from animevideo.pipelines.errors import AnimeVideoInputError
 from animevideo.pipelines.guides import Guide
 from animevideo.pipelines.metrics import motion_mask as mmp
-from animevideo.pipelines.svd import decode, guided, pipeline
+from animevideo.pipelines.svd import decode, guided, pipeline, sampler
 
 svd_nodes = importlib.import_module("animevideo.nodes.svd")
 guide_nodes = importlib.import_module("animevideo.nodes.guides")
@@ -91,6 +91,61 @@ def test_static_region_outside_the_dilated_mask_equals_the_guide_latent(model, p
     free = ~mask
     assert (result.latents[free] - target[free]).abs().mean() > 0.05
     assert result.frames.shape == (FRAMES, H, W, 3)
+
+
+class EveryDenoised:
+    """A hook that records the denoised estimate it sees at every step (placed before/after the guide's)."""
+
+    def __init__(self):
+        self.values = []
+
+    def __call__(self, state):
+        self.values.append(state.denoised.clone())
+        return state.denoised
+
+
+def test_held_latents_ride_the_guide_trajectory_at_every_step(model, pictures):
+    """The guide acts at EVERY step, not just at the end: after each step the held latents sit exactly on the
+    guide's noisy trajectory x_i = g + (s_i / s_0) (x_init - g) (float64 closed form of the Euler steps with
+    D' = g, x_init = noise * sqrt(s_0^2 + 1)), and each step's estimate is the guide bit for bit. A guide
+    applied only at the last step ends on the same final latents but is off this trajectory by the whole
+    difference between the model's estimate and the guide at every earlier step."""
+    a, b = pictures
+    g = Guide().with_keyframe(b[0].permute(1, 2, 0), -1).with_motion_mask(left_half_mask())
+    plan = guided.plan_svd_guide(model, g, a, FRAMES, "crop")
+    req = request()
+    _, noise = pipeline.draw_noise(model, a, FRAMES, req.seed)
+    xs = []
+    after = EveryDenoised()
+    pipeline.image_to_video(model, a, req, pipeline.SVDRunHooks(denoised_hooks=[plan.hook(), after],
+                                                                 on_step=lambda st: xs.append(st.x.clone())))
+    sig = sampler.karras_sigmas(req.steps).double()
+    held = plan.held()[None].expand(1, FRAMES, 4, 8, 8)
+    target = plan.latents[None].double()
+    x_init = noise.double() * (sig[0] ** 2 + 1) ** 0.5
+    assert len(xs) == len(after.values) == req.steps
+    for i, (x, d) in enumerate(zip(xs, after.values)):
+        assert torch.equal(d[held], plan.latents[None].expand_as(d)[held]), i
+        expected = target + (sig[i + 1] / sig[0]) * (x_init - target)
+        err = (x.double() - expected)[held].abs().max()
+        assert err < 1e-3 * max(1.0, float(sig[i + 1])), (i, float(err))
+    # the unheld latents were free to move: far off that trajectory at the middle step
+    free = ~held
+    mid = req.steps // 2
+    expected = target + (sig[mid + 1] / sig[0]) * (x_init - target)
+    assert (xs[mid].double() - expected)[free].abs().mean() > 0.05
+
+
+def test_keyframe_strength_blends_the_estimate_at_every_step(model, pictures):
+    a, b = pictures
+    plan = guided.plan_svd_guide(model, Guide().with_keyframe(b[0].permute(1, 2, 0), 2, strength=0.25), a, FRAMES)
+    before, after = EveryDenoised(), EveryDenoised()
+    run(model, a, request(), plan=None, extra_hooks=[before, plan.hook(), after])
+    assert len(before.values) == len(after.values) == 6
+    for i, (d0, d1) in enumerate(zip(before.values, after.values)):
+        torch.testing.assert_close(d1[0, 2], 0.75 * d0[0, 2] + 0.25 * plan.latents[2], rtol=1e-6, atol=1e-6)
+        assert (d1[0, 2] - d0[0, 2]).abs().max() > 1e-3, i  # the blend really moved it, at this step too
+        assert torch.equal(d1[0, [0, 1, 3, 4, 5]], d0[0, [0, 1, 3, 4, 5]])
 
 
 def test_motion_mask_precision_on_the_outputs_beats_the_unguided_clip(model, pictures):

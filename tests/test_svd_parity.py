@@ -158,3 +158,34 @@ def test_loaded_unet_uses_the_original_resblock_norm_eps(both):
         assert all(e == 1e-6 for n, e in norms.items() if ".attentions." in n)
     unet, _, _ = tiny.build_tiny_svd(0)
     assert loader.match_sgm_norm_eps(unet) > 0  # stock diffusers construction really differs
+
+
+def test_conditioning_is_the_noise_augmented_image_and_the_time_ids_in_float64(tiny_svd_model, monkeypatch):
+    """Stability's conditioner, written out: the concat latent is the VAE posterior mode of (2 img - 1) + aug * eps
+    (not scaled), the CLIP path sees the clean image, and the added time ids are [fps - 1, motion_bucket_id, aug]
+    in that order (sgm's fps_id, motion_bucket_id, cond_aug)."""
+    from animevideo.pipelines.svd import conditioning
+
+    model = tiny_svd_model
+    g = torch.Generator().manual_seed(5)
+    img = torch.rand(1, 3, 16, 24, generator=g)
+    eps = torch.randn(1, 3, 16, 24, generator=g)
+    seen = []
+    real = model.vae.encode
+
+    def spy(x, *a, **k):
+        seen.append(x.detach().clone())
+        return real(x, *a, **k)
+
+    monkeypatch.setattr(model.vae, "encode", spy)
+    cond = conditioning.build_conditioning(model, img, 3, fps=8.0, motion_bucket_id=90.0, augmentation_level=0.3,
+                                           aug_noise=eps)
+    assert len(seen) == 1
+    want = img.double() * 2 - 1 + 0.3 * eps.double()
+    torch.testing.assert_close(seen[0].double(), want, rtol=0, atol=1e-6)
+    with torch.no_grad():
+        mode = real(want.float()).latent_dist.mode()
+    assert cond.image_latents.shape[1] == 3
+    for f in range(3):  # the same unscaled latent on every frame
+        torch.testing.assert_close(cond.image_latents[0, f], mode[0], rtol=0, atol=1e-5)
+    assert cond.added_time_ids.tolist() == [[7.0, 90.0, pytest.approx(0.3)]]

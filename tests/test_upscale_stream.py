@@ -276,3 +276,60 @@ def test_half_precision_model_gets_float32_output(ups):
     ref = stream.upscale_frames(ups["animesr"], frames)
     assert got.dtype == torch.float32 and (got - ref).abs().max() < 0.1
     assert F.mse_loss(got, ref) < 1e-3
+
+
+class TileProbe:
+    """A single-image 'model' whose output says which tile made it: half the nearest x4 of the input plus
+    0.001 x the column and 0.0005 x the row of the pixel inside the tile's own output (all within 0..1). Untiled, that is the frame's column
+    and row; tiled, each seam pixel is the blend of its tiles' local coordinates, so the result shows where
+    each tile sits and how it is weighted."""
+
+    scale = 4
+
+    def __call__(self, x):
+        out = F.interpolate(x.float(), scale_factor=self.scale, mode="nearest")
+        hh, ww = out.shape[-2:]
+        cols = torch.arange(ww, dtype=torch.float32).view(1, 1, 1, ww)
+        rows = torch.arange(hh, dtype=torch.float32).view(1, 1, hh, 1)
+        return 0.5 * out + 0.001 * cols + 0.0005 * rows
+
+    def to(self, device):
+        return self
+
+
+def test_tile_seams_are_blended_with_linear_ramps_float64():
+    """Every output pixel = sum over the tiles covering it of w * tile output / sum of w, with w the product of
+    the row and column ramps: 1 inside, (k + 0.5)/overlap over the overlap at an edge that meets another tile
+    (re-derived here in float64 from the tile boxes)."""
+    probe = TileProbe()
+    up = loader.Upscaler("spandrel", torch.nn.Linear(1, 1), 4, "probe", "test", torch.float32, descriptor=probe)
+    h, w, tile, overlap, s = 48, 80, 32, 8, 4
+    frames = clip(1, h, w, seed=9)
+    got = stream.upscale_frames(up, frames, Opts(tile_size=tile, tile_overlap=overlap, channels_last=False))
+    x = frames.permute(0, 3, 1, 2).double()
+    ys = stream.tile_starts(h, tile, overlap)
+    xs = stream.tile_starts(w, tile, overlap)
+    assert len(ys) > 1 and len(xs) > 2  # seams in both directions
+
+    def ramp(n, start_open, end_open):
+        r = torch.ones(n, dtype=torch.float64)
+        k = (torch.arange(overlap * s, dtype=torch.float64) + 0.5) / (overlap * s)
+        if start_open:
+            r[:overlap * s] = torch.minimum(r[:overlap * s], k)
+        if end_open:
+            r[-overlap * s:] = torch.minimum(r[-overlap * s:], k.flip(0))
+        return r
+
+    num = torch.zeros(1, 3, h * s, w * s, dtype=torch.float64)
+    den = torch.zeros(1, 1, h * s, w * s, dtype=torch.float64)
+    for y0 in ys:
+        for x0 in xs:
+            y1, x1 = min(h, y0 + tile), min(w, x0 + tile)
+            o = probe(x[..., y0:y1, x0:x1]).double()
+            wt = ramp((y1 - y0) * s, y0 > 0, y1 < h)[:, None] * ramp((x1 - x0) * s, x0 > 0, x1 < w)[None, :]
+            num[..., y0 * s:y1 * s, x0 * s:x1 * s] += o * wt
+            den[..., y0 * s:y1 * s, x0 * s:x1 * s] += wt
+    want = (num / den).clamp(0, 1)[0].permute(1, 2, 0)
+    torch.testing.assert_close(got[0].double(), want, rtol=0, atol=2e-6)
+    untiled = stream.upscale_frames(up, frames, Opts(channels_last=False))
+    assert (got - untiled).abs().max() > 0.02  # the tiles really ran and the probe shows it

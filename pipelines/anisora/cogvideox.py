@@ -62,8 +62,8 @@ from contextlib import contextmanager
 import torch
 import torch.nn.functional as F
 
-from ..checkpoint_io import (SAFETENSORS_EXTENSIONS, PICKLE_EXTENSIONS, damaged_file_message,
-                             own_module_tensors, owned_tensor, unwrap_state_dict)
+from ..checkpoint_io import (SAFETENSORS_EXTENSIONS, PICKLE_EXTENSIONS, explain_load_errors, own_module_tensors,
+                             owned_tensors, torch_load_weights, unwrap_state_dict)
 from ..errors import AnimeVideoInputError, AnimeVideoModelError
 from .model import AniSoraHooks, AniSoraModel, AniSoraRequest, AniSoraResult, TextConditioning, on_device
 
@@ -150,43 +150,30 @@ def is_cogvideox_folder(path: str) -> bool:
 def _read_checkpoint(path: str) -> dict[str, torch.Tensor]:
     """Tensors of a safetensors or pickled checkpoint (torch.load(weights_only=True)); DeepSpeed/SAT
     ``{"module": …}`` wrappers are unwrapped."""
-    import pickle
-
     name = os.path.basename(path)
     lower = path.lower()
     if lower.endswith(SAFETENSORS_EXTENSIONS):
         from safetensors.torch import load_file
 
-        try:
-            return {k: owned_tensor(v) for k, v in load_file(path).items()}
-        except Exception as e:
-            raise AnimeVideoModelError(damaged_file_message(name, e)) from None
+        with explain_load_errors(name, path):
+            return owned_tensors(load_file(path))
     if not lower.endswith(PICKLE_EXTENSIONS):
         raise AnimeVideoModelError(
             f"'{name}' has an unsupported extension; expected one of "
             f"{', '.join(SAFETENSORS_EXTENSIONS + PICKLE_EXTENSIONS)}.")
     import argparse
 
-    try:
-        # DeepSpeed/SAT checkpoints carry their run's argparse.Namespace next to the weights: a plain attribute
-        # container, so it is allowed; any other Python object is still refused by weights_only.
-        with torch.serialization.safe_globals([argparse.Namespace]):
-            try:
-                obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)  # no second RAM copy
-            except RuntimeError as e:
-                if "mmap" not in str(e):
-                    raise
-                obj = torch.load(path, map_location="cpu", weights_only=True)  # a legacy (non-zip) file
-    except pickle.UnpicklingError as e:
-        if "GLOBAL" in str(e) or "Unsupported global" in str(e):
-            raise AnimeVideoModelError(
-                f"'{name}' holds Python objects besides tensors, which could run code when loaded; it is refused "
-                "(only plain tensors are read). Use the diffusers copy of AniSora V1 "
-                "(e.g. Disty0/Index-anisora-5B-diffusers, folder under models/diffusers) or convert the file to "
-                ".safetensors.") from None
-        raise AnimeVideoModelError(damaged_file_message(name, e)) from None
-    except Exception as e:
-        raise AnimeVideoModelError(damaged_file_message(name, e)) from None
+    hint = ("Use the diffusers copy of AniSora V1 (e.g. Disty0/Index-anisora-5B-diffusers, folder under "
+            "models/diffusers) or convert the file to .safetensors.")
+    # DeepSpeed/SAT checkpoints carry their run's argparse.Namespace next to the weights: a plain attribute
+    # container, so it is allowed; any other Python object is still refused by weights_only.
+    with explain_load_errors(name, path), torch.serialization.safe_globals([argparse.Namespace]):
+        try:
+            obj = torch_load_weights(path, name, hint, map_location="cpu", mmap=True)  # no second RAM copy
+        except RuntimeError as e:
+            if "mmap" not in str(e):
+                raise
+            obj = torch_load_weights(path, name, hint, map_location="cpu")  # a legacy (non-zip) file
     if isinstance(obj, dict) and isinstance(obj.get("module"), dict):
         obj = obj["module"]
     return unwrap_state_dict(obj)
@@ -197,11 +184,8 @@ def read_keys(path: str) -> list[str]:
     if path.lower().endswith(SAFETENSORS_EXTENSIONS):
         from safetensors import safe_open
 
-        try:
-            with safe_open(path, framework="pt") as f:
-                return list(f.keys())
-        except Exception as e:
-            raise AnimeVideoModelError(damaged_file_message(os.path.basename(path), e)) from None
+        with explain_load_errors(os.path.basename(path), path), safe_open(path, framework="pt") as f:
+            return list(f.keys())
     return list(_read_checkpoint(path).keys())
 
 
@@ -545,10 +529,8 @@ def load_cogvideox(transformer_path_or_folder: str, vae_path_or_none: str | None
                 f"{tcfg.get('in_channels', 16)} input channels (patch_size_t {tcfg.get('patch_size_t')}): "
                 "text-to-video or CogVideoX 1.5. AniSora V1 is the CogVideoX 1.0 image-to-video layout (32 input "
                 "channels), e.g. Disty0/Index-anisora-5B-diffusers.")
-        try:
+        with explain_load_errors(os.path.basename(tdir.rstrip("/")), tdir):
             transformer = CogVideoXTransformer3DModel.from_pretrained(tdir, torch_dtype=dtype, **common)
-        except Exception as e:
-            raise AnimeVideoModelError(damaged_file_message(os.path.basename(tdir), e)) from None
         transformer = own_module_tensors(transformer).eval().requires_grad_(False)
         layout = "diffusers-folder"
         root = os.path.dirname(tdir) if tdir != path else path
@@ -570,10 +552,8 @@ def load_cogvideox(transformer_path_or_folder: str, vae_path_or_none: str | None
             "vae: no VAE given. A single transformer file needs the CogVideoX VAE (diffusers layout file, or a vae/ "
             "folder); a diffusers folder brings its own vae/.")
     if os.path.isdir(vae_path_or_none):
-        try:
+        with explain_load_errors(os.path.basename(vae_path_or_none.rstrip("/")), vae_path_or_none):
             vae = AutoencoderKLCogVideoX.from_pretrained(vae_path_or_none, torch_dtype=vae_dtype_for(dtype), **common)
-        except Exception as e:
-            raise AnimeVideoModelError(damaged_file_message(os.path.basename(vae_path_or_none), e)) from None
         vae = own_module_tensors(vae).eval().requires_grad_(False)
     else:
         vae = _load_vae_file(vae_path_or_none, vae_dtype_for(dtype))

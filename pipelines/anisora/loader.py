@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import dependencies
-from ..checkpoint_io import (SAFETENSORS_EXTENSIONS, damaged_file_message, own_module_tensors, owned_tensor,
+from ..checkpoint_io import (SAFETENSORS_EXTENSIONS, explain_load_errors, own_module_tensors, owned_tensors,
                              read_state_dict)
 from ..errors import AnimeVideoModelError
 from . import wan_keys
@@ -76,11 +76,8 @@ def peek(path: str) -> tuple[list[str], dict]:
     if path.lower().endswith(SAFETENSORS_EXTENSIONS):
         from safetensors import safe_open
 
-        try:
-            with safe_open(path, framework="pt") as f:
-                return list(f.keys()), dict(f.metadata() or {})
-        except Exception as e:
-            raise AnimeVideoModelError(damaged_file_message(os.path.basename(path), e)) from None
+        with explain_load_errors(os.path.basename(path), path), safe_open(path, framework="pt") as f:
+            return list(f.keys()), dict(f.metadata() or {})
     return list(read_state_dict(path).keys()), {}
 
 
@@ -212,13 +209,10 @@ def read_cast(path: str, dtype_for) -> dict[str, torch.Tensor]:
         from safetensors import safe_open
 
         out = {}
-        try:
-            with safe_open(path, framework="pt") as f:
-                for k in f.keys():
-                    out[k] = owned_tensor(cast(k, f.get_tensor(k)))
-        except Exception as e:
-            raise AnimeVideoModelError(damaged_file_message(os.path.basename(path), e)) from None
-        return out
+        with explain_load_errors(os.path.basename(path), path), safe_open(path, framework="pt") as f:
+            for k in f.keys():
+                out[k] = cast(k, f.get_tensor(k))
+        return owned_tensors(out)
     sd = read_state_dict(path)
     return {k: cast(k, sd.pop(k)) for k in list(sd)}
 
@@ -298,9 +292,13 @@ def load_anisora(transformer_path: str, vae_path: str | None, dtype_name: str = 
                  device: torch.device | str = "cpu") -> AniSoraModel:
     """Detect the backbone and load it (Wan here, CogVideoX through ``cogvideox.load_cogvideox``)."""
     backbone = detect_backbone(transformer_path)
-    dependencies.require("AniSora V2/V3 (Wan2.1)" if backbone == "wan" else "AniSora V1 (CogVideoX)")
+    capability = "AniSora V2/V3 (Wan2.1)" if backbone == "wan" else "AniSora V1 (CogVideoX)"
+    dependencies.require(capability)
     if backbone == "wan":
-        return load_wan(transformer_path, vae_path, dtype_name, device)
+        # an import or attribute that the installed packages lack despite their versions names this path's floors
+        with explain_load_errors(os.path.basename(transformer_path.rstrip("/")), transformer_path,
+                                 needs=dict(dependencies.NEEDS[capability])):
+            return load_wan(transformer_path, vae_path, dtype_name, device)
     mod, err = _cogvideox_module()
     if mod is None:
         raise AnimeVideoModelError(f"'{os.path.basename(transformer_path)}' is an AniSora V1 (CogVideoX) model, "

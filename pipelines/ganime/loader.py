@@ -24,7 +24,7 @@ from collections import Counter
 
 import torch
 
-from ..checkpoint_io import SAFETENSORS_EXTENSIONS, read_state_dict
+from ..checkpoint_io import SAFETENSORS_EXTENSIONS, damaged_error_types, explain_load_errors, read_state_dict
 from ..errors import AnimeVideoModelError
 from .transformer import GANimeTransformer, TransformerConfig
 from .vqgan import VQGAN, VQGANConfig
@@ -62,13 +62,10 @@ KNOWN_OTHERS = (
 def read_metadata(path: str) -> dict:
     if not path.lower().endswith(SAFETENSORS_EXTENSIONS):
         return {}
-    try:
-        from safetensors import safe_open
+    from safetensors import safe_open
 
-        with safe_open(path, framework="pt") as f:
-            return dict(f.metadata() or {})
-    except Exception:
-        return {}  # read_state_dict reports a damaged file with a proper message
+    with explain_load_errors(os.path.basename(path), path), safe_open(path, framework="pt") as f:
+        return dict(f.metadata() or {})
 
 
 def meta_config(meta: dict) -> dict:
@@ -106,12 +103,12 @@ def sniff_kind(path: str) -> str | None:
     other files, other formats and unreadable files."""
     if not path.lower().endswith(SAFETENSORS_EXTENSIONS):
         return None
-    try:
-        from safetensors import safe_open
+    from safetensors import safe_open
 
+    try:
         with safe_open(path, framework="pt") as f:
             keys = set(f.keys())
-    except Exception:
+    except (OSError, *damaged_error_types()):  # unreadable or damaged: loading it reports which
         return None
     if is_transformer_state_dict(keys):
         return "transformer"

@@ -64,7 +64,7 @@ class TransformerConfig:
         )
         try:
             cfg._attn_implementation = "sdpa"
-        except Exception:  # older/newer config objects: keep their default
+        except (AttributeError, TypeError, ValueError):  # older/newer config objects: keep their default
             pass
         return cfg
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..checkpoint_io import SAFETENSORS_EXTENSIONS, damaged_file_message, owned_tensor, read_state_dict
+from ..checkpoint_io import SAFETENSORS_EXTENSIONS, explain_load_errors, owned_tensors, read_state_dict
 from ..errors import AnimeVideoModelError
 from ..svd import detect
 from ..svd.loader import SVDModel, _materialize, load_svd
@@ -63,16 +63,11 @@ def _read_lvcd(path: str, dtype: torch.dtype) -> dict[str, torch.Tensor]:
     if path.lower().endswith(SAFETENSORS_EXTENSIONS):
         from safetensors import safe_open
 
-        try:
-            with safe_open(path, framework="pt") as f:
-                keys = list(f.keys())
-                _require_lvcd(keys, name)
-                return {k: owned_tensor(f.get_tensor(k).to(dtype)) for k in keys
-                        if k.startswith((keymap.CONTROL_PREFIX, keymap.UNET_PREFIX))}
-        except AnimeVideoModelError:
-            raise
-        except Exception as e:
-            raise AnimeVideoModelError(damaged_file_message(name, e)) from None
+        with explain_load_errors(name, path), safe_open(path, framework="pt") as f:
+            keys = list(f.keys())
+            _require_lvcd(keys, name)
+            return owned_tensors({k: f.get_tensor(k).to(dtype) for k in keys
+                                  if k.startswith((keymap.CONTROL_PREFIX, keymap.UNET_PREFIX))})
     sd = read_state_dict(path)
     _require_lvcd(list(sd), name)
     out = {}

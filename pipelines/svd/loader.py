@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..checkpoint_io import (SAFETENSORS_EXTENSIONS, damaged_file_message, own_module_tensors, owned_tensor,
+from ..checkpoint_io import (SAFETENSORS_EXTENSIONS, explain_load_errors, own_module_tensors, owned_tensors,
                              read_state_dict)
 from ..errors import AnimeVideoModelError
 from . import detect, keymap
@@ -80,11 +80,8 @@ def _read_shapes(path: str) -> dict[str, tuple[int, ...]]:
     if path.lower().endswith(SAFETENSORS_EXTENSIONS):
         from safetensors import safe_open
 
-        try:
-            with safe_open(path, framework="pt") as f:
-                return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
-        except Exception as e:
-            raise AnimeVideoModelError(damaged_file_message(os.path.basename(path), e)) from None
+        with explain_load_errors(os.path.basename(path), path), safe_open(path, framework="pt") as f:
+            return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
     return {k: tuple(v.shape) for k, v in read_state_dict(path).items()}
 
 
@@ -103,14 +100,11 @@ class _TensorSource:
             return out
         from safetensors import safe_open
 
-        try:
-            with safe_open(self.path, framework="pt") as f:
-                for k in f.keys():
-                    if k.startswith(prefix):
-                        out[k[len(prefix):]] = owned_tensor(f.get_tensor(k).to(dtype))
-        except Exception as e:
-            raise AnimeVideoModelError(damaged_file_message(os.path.basename(self.path), e)) from None
-        return out
+        with explain_load_errors(os.path.basename(self.path), self.path), safe_open(self.path, framework="pt") as f:
+            for k in f.keys():
+                if k.startswith(prefix):
+                    out[k[len(prefix):]] = f.get_tensor(k).to(dtype)
+        return owned_tensors(out)
 
 
 def _materialize(model: torch.nn.Module, sd: dict[str, torch.Tensor], what: str) -> torch.nn.Module:
