@@ -53,6 +53,49 @@ def test_guides(env):
     mask = (torch.rand(1, 16, 16, generator=torch.Generator().manual_seed(1)) > 0.5).float()
     m32, m16 = run("AnimeVideoMotionMask", mask)[0], run("AnimeVideoMotionMask", mask.half())[0]
     assert torch.equal(m32.motion_mask, m16.motion_mask) and m16.motion_mask.dtype == torch.float32
+    b32, b16 = both(lambda x: run("AnimeVideoKeyframesFromBatch", x, 1, 1.0)[0], image(2, 16, 16))
+    assert all(torch.equal(a.image.float(), b.image.float()) for a, b in zip(b32.keyframes, b16.keyframes))
+
+
+def test_svd_guide_model_patch(env, tiny_svd_model):
+    """core's ModelPatcher / VAE contracts stood in (tests/test_svd_model_patch.py has the full check)."""
+    from types import SimpleNamespace
+
+    from animevideo.pipelines.svd.conditioning import encode_concat_latent
+
+    class Patcher:
+        model = SimpleNamespace(process_latent_in=lambda x: x * tiny_svd_model.vae_scaling_factor)
+        model_options = {}
+
+        def clone(self):
+            c = Patcher()
+            c.model_options = {}
+            return c
+
+        def set_model_sampler_post_cfg_function(self, fn, disable_cfg1_optimization=False):
+            self.model_options.setdefault("sampler_post_cfg_function", []).append(fn)
+
+    class VAE:
+        latent_channels = 4
+
+        def spacial_compression_encode(self):
+            return tiny_svd_model.spatial_factor
+
+        def encode(self, pixels):
+            x = pixels.movedim(-1, 1).float().contiguous()
+            return torch.cat([encode_concat_latent(tiny_svd_model.vae, im[None], torch.zeros_like(im[None]), 0.0)
+                              for im in x]).float()
+
+    mask = (torch.rand(1, 32, 32, generator=torch.Generator().manual_seed(1)) > 0.5).float()
+    (guide,) = run("AnimeVideoMotionMask", mask)
+    d = torch.randn(3, 4, 4, 4, generator=torch.Generator().manual_seed(2))
+
+    def step(init):
+        patched, info = run("AnimeVideoSVDGuideModelPatch", Patcher(), VAE(), guide, 32, 32, 3, init)
+        return patched.model_options["sampler_post_cfg_function"][0]({"denoised": d}), info
+
+    (a, ia), (b, ib) = both(step, image(1, 32, 32))
+    assert ia == ib and torch.allclose(a, b, atol=1e-5)
 
 
 def test_svd_sampler_with_a_keyframe(env):
@@ -124,7 +167,8 @@ def test_clip_metrics(env):
 def test_every_node_taking_an_image_or_mask_is_covered():
     covered = {"AnimeVideoKeyframe", "AnimeVideoGuidePreview", "AnimeVideoMotionMask", "AnimeVideoSVDSampler",
                "AnimeVideoLineart", "AnimeVideoLVCDColorize", "AnimeVideoInterpolate", "AnimeVideoUpscale", "AnimeVideoGANimeInbetween",
-               "AnimeVideoGANimeEncode", "AnimeVideoClipMetrics"}
+               "AnimeVideoGANimeEncode", "AnimeVideoClipMetrics", "AnimeVideoKeyframesFromBatch",
+               "AnimeVideoSVDGuideModelPatch"}
     taking = set()
     for node, cls in NODE_CLASS_MAPPINGS.items():
         types_ = cls.INPUT_TYPES()
