@@ -1,5 +1,5 @@
 """Run inside ComfyUI's Python (COMFYUI_PYTHON): AnimeVideoSVDGuideModelPatch on core's own SVD model, core's
-SVD_img2vid_Conditioning node and core's samplers. Prints one JSON object. Used by test_svd_model_patch.py:
+SVD_img2vid_Conditioning node and core's samplers. Prints one JSON object. Used by test_svd_model_patch_in_comfyui.py:
 
     $COMFYUI_PYTHON tests/integration/svd_patch_probe.py COMFYUI_DIR PACK_ROOT MODELS_DIR SCRATCH_DIR
 

@@ -3,14 +3,13 @@
 and sigmas lands where our own sampler does."""
 from __future__ import annotations
 
-import json
 import os
-import subprocess
 
 import pytest
 
+from probes import run_probe
+
 HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(os.path.dirname(HERE))
 CASES = ("first", "first_last", "first_middle_last", "last_only", "off_grid_middle", "anymask_spatial",
          "anymask_temporal")
 # Core's WanModel and diffusers' WanTransformer3DModel agree to ~1e-5 of the output's scale on one float32
@@ -22,11 +21,7 @@ EULER_RELATIVE_TOLERANCE = 2e-4
 
 @pytest.fixture(scope="module")
 def probe(comfy, tmp_path_factory):
-    scratch = str(tmp_path_factory.mktemp("core_route"))
-    r = subprocess.run([comfy.comfy_python, os.path.join(HERE, "core_route_probe.py"), comfy.comfy_dir, ROOT,
-                        comfy.models_dir, scratch], capture_output=True, text=True, timeout=600)
-    assert r.returncode == 0, r.stderr[-4000:]
-    return json.loads(r.stdout.strip().splitlines()[-1])
+    return run_probe(comfy, "core_route_probe.py", tmp_path_factory.mktemp("core_route"))
 
 
 @pytest.mark.parametrize("case", CASES)

@@ -2,14 +2,11 @@
 ComfyUI's Python (svd_patch_probe.py; see there why the tiny checkpoint is built into core's model by hand)."""
 from __future__ import annotations
 
-import json
-import os
-import subprocess
 
 import pytest
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(os.path.dirname(HERE))
+from probes import run_probe
+
 RUNS = ("euler_karras", "dpmpp_2m_normal", "heun_exponential")
 # Held latents: the hook sets the denoised estimate to the guide exactly; a sampler's last step then computes
 # x + (x - D)/s * (0 - s), which returns D up to float32 rounding of x (|x| ~ sigma * noise): about 1e-9 here.
@@ -19,11 +16,7 @@ HELD_RELATIVE_TOLERANCE = 1e-6
 
 @pytest.fixture(scope="module")
 def probe(comfy, tmp_path_factory):
-    scratch = str(tmp_path_factory.mktemp("svd_patch"))
-    r = subprocess.run([comfy.comfy_python, os.path.join(HERE, "svd_patch_probe.py"), comfy.comfy_dir, ROOT,
-                        comfy.models_dir, scratch], capture_output=True, text=True, timeout=600)
-    assert r.returncode == 0, r.stderr[-4000:]
-    return json.loads(r.stdout.strip().splitlines()[-1])
+    return run_probe(comfy, "svd_patch_probe.py", tmp_path_factory.mktemp("svd_patch"))
 
 
 @pytest.mark.parametrize("run", RUNS)
