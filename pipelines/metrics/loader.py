@@ -67,33 +67,30 @@ def _wrong(name: str, sd: dict, kind: str) -> AnimeVideoModelError:
     return AnimeVideoModelError(f"'{name}' is {describe_state_dict(sd)}, not what this input needs. {WHERE[kind]}")
 
 
-def load_i3d(path: str, fuse: bool = True) -> i3d_net.InceptionI3d:
-    """``fuse``: fold the batch norms into the convolutions (inference only; same features up to rounding)."""
+def _build(path: str, kind: str, is_kind, build):
+    """Read ``path``, check the state dict is a ``kind`` network, build it inferring sizes from the shapes."""
     name = os.path.basename(path)
     sd = _read(path)
-    if not i3d_net.is_i3d_state_dict(sd):
-        raise _wrong(name, sd, "i3d")
+    if not is_kind(sd):
+        raise _wrong(name, sd, kind)
     try:
-        model = i3d_net.build_from_state_dict(sd)
+        model = build(sd)
     except AnimeVideoModelError as e:
-        raise AnimeVideoModelError(f"'{name}': {e}. {WHERE['i3d']}") from None
+        raise AnimeVideoModelError(f"'{name}': {e}. {WHERE[kind]}") from None
+    model.source = name
+    return model
+
+
+def load_i3d(path: str, fuse: bool = True) -> i3d_net.InceptionI3d:
+    """``fuse``: fold the batch norms into the convolutions (inference only; same features up to rounding)."""
+    model = _build(path, "i3d", i3d_net.is_i3d_state_dict, i3d_net.build_from_state_dict)
     if fuse:
         model.fuse_batch_norms()
-    model.source = name
     return model
 
 
 def load_inception(path: str) -> inception_net.FIDInceptionV3:
-    name = os.path.basename(path)
-    sd = _read(path)
-    if not inception_net.is_inception_state_dict(sd):
-        raise _wrong(name, sd, "inception")
-    try:
-        model = inception_net.build_from_state_dict(sd)
-    except AnimeVideoModelError as e:
-        raise AnimeVideoModelError(f"'{name}': {e}. {WHERE['inception']}") from None
-    model.source = name
-    return model
+    return _build(path, "inception", inception_net.is_inception_state_dict, inception_net.build_from_state_dict)
 
 
 def load_lpips(backbone_path: str, heads_path: str) -> lpips_net.LPIPS:
