@@ -10,34 +10,20 @@ files, against our own path. Prints one JSON object. Used by test_core_route.py;
 * ``sampling``: the same noise, condition and prompt through core's sampler (euler on our sigma grid, and
   KSampler's uni_pc_bh2 / simple after ModelSamplingSD3 shift 5) and through our own sampler (euler, unipc).
 """
-import importlib.util
 import json
 import os
 import sys
-import tempfile
 
+from probes import boot_comfy_with_pack  # this folder is the script's sys.path[0]
 
 def main(comfy_dir, pack_root, models_dir, scratch):
-    sys.argv = [sys.argv[0], "--cpu"]
-    sys.path.insert(0, comfy_dir)
-    import comfy.options
-
-    comfy.options.enable_args_parsing()
-    import folder_paths
-
-    folder_paths.set_input_directory(tempfile.mkdtemp(dir=scratch))  # the pack installs example inputs there
-    folder_paths.set_output_directory(tempfile.mkdtemp(dir=scratch))
+    boot_comfy_with_pack(comfy_dir, pack_root, scratch)
     import torch
     import comfy.sample
     import comfy.samplers
     import comfy.sd
     import comfy.utils
 
-    spec = importlib.util.spec_from_file_location("AnimeVideo", os.path.join(pack_root, "__init__.py"),
-                                                  submodule_search_locations=[pack_root])
-    pack = importlib.util.module_from_spec(spec)
-    sys.modules["AnimeVideo"] = pack
-    spec.loader.exec_module(pack)
     from AnimeVideo.nodes.anisora_core import AnimeVideoAniSoraWanConditioning
     from AnimeVideo.pipelines.anisora import core_route, flow_sampler, loader, packing, wan
     from AnimeVideo.pipelines.anisora.model import AniSoraHooks, AniSoraRequest, TextConditioning

@@ -15,3 +15,28 @@ def run_probe(comfy, script, scratch) -> dict:
                         str(scratch)], capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-4000:]
     return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def boot_comfy_with_pack(comfy_dir, pack_root, scratch):
+    """In a probe script (ComfyUI's Python): ComfyUI's modules importable with its CPU arguments, input/ and
+    output/ in ``scratch`` (the pack copies its example inputs there), and the pack imported as ComfyUI imports
+    it, as the package ``AnimeVideo``. Returns the pack module."""
+    import importlib.util
+    import sys
+    import tempfile
+
+    sys.argv = [sys.argv[0], "--cpu"]
+    sys.path.insert(0, comfy_dir)
+    import comfy.options
+
+    comfy.options.enable_args_parsing()
+    import folder_paths
+
+    folder_paths.set_input_directory(tempfile.mkdtemp(dir=scratch))
+    folder_paths.set_output_directory(tempfile.mkdtemp(dir=scratch))
+    spec = importlib.util.spec_from_file_location("AnimeVideo", os.path.join(pack_root, "__init__.py"),
+                                                  submodule_search_locations=[pack_root])
+    pack = importlib.util.module_from_spec(spec)
+    sys.modules["AnimeVideo"] = pack
+    spec.loader.exec_module(pack)
+    return pack

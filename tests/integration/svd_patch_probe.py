@@ -11,23 +11,14 @@ checkpoints/svd_xt.safetensors does not load through Image Only Checkpoint Loade
 core's ModelPatcher, and hands core's nodes a VAE with core's ``encode`` contract backed by the tiny VAE (our
 loader).
 """
-import importlib.util
 import json
 import os
 import sys
-import tempfile
 
+from probes import boot_comfy_with_pack  # this folder is the script's sys.path[0]
 
 def main(comfy_dir, pack_root, models_dir, scratch):
-    sys.argv = [sys.argv[0], "--cpu"]
-    sys.path.insert(0, comfy_dir)
-    import comfy.options
-
-    comfy.options.enable_args_parsing()
-    import folder_paths
-
-    folder_paths.set_input_directory(tempfile.mkdtemp(dir=scratch))
-    folder_paths.set_output_directory(tempfile.mkdtemp(dir=scratch))
+    boot_comfy_with_pack(comfy_dir, pack_root, scratch)
     import torch
     import comfy.model_detection
     import comfy.model_patcher
@@ -36,11 +27,6 @@ def main(comfy_dir, pack_root, models_dir, scratch):
     import comfy.utils
     from comfy_extras.nodes_video_model import SVD_img2vid_Conditioning
 
-    spec = importlib.util.spec_from_file_location("AnimeVideo", os.path.join(pack_root, "__init__.py"),
-                                                  submodule_search_locations=[pack_root])
-    pack = importlib.util.module_from_spec(spec)
-    sys.modules["AnimeVideo"] = pack
-    spec.loader.exec_module(pack)
     from AnimeVideo.nodes.svd_core import AnimeVideoSVDGuideModelPatch
     from AnimeVideo.pipelines.guides import Guide
     from AnimeVideo.pipelines.svd import guided, loader
