@@ -30,7 +30,8 @@ sys.modules.setdefault("animevideo", pkg)
 
 import torch  # noqa: E402
 
-from animevideo.pipelines.anisora import flow_sampler, loader, packing, text as anisora_text, tiny, wan  # noqa: E402
+from animevideo.pipelines.anisora import flow_sampler, loader, packing, text as anisora_text, wan  # noqa: E402
+from animevideo.pipelines.backbones.wan import tiny  # noqa: E402
 from animevideo.pipelines.anisora.model import AniSoraHooks, AniSoraModel, AniSoraRequest, TextConditioning  # noqa: E402
 from animevideo.pipelines.guides import Guide  # noqa: E402
 

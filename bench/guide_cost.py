@@ -38,7 +38,8 @@ import svd_sampler  # noqa: E402
 
 import torch  # noqa: E402
 
-from animevideo.pipelines.anisora import packing, tiny as wan_tiny, wan  # noqa: E402
+from animevideo.pipelines.anisora import packing, wan  # noqa: E402
+from animevideo.pipelines.backbones.wan import tiny as wan_tiny  # noqa: E402
 from animevideo.pipelines.anisora.model import AniSoraHooks, AniSoraModel, AniSoraRequest, TextConditioning  # noqa: E402
 from animevideo.pipelines.guides import Guide  # noqa: E402
 from animevideo.pipelines.svd import guided, pipeline  # noqa: E402

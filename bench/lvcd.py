@@ -58,7 +58,7 @@ def build_model(args):
     """The tiny LVCD (random weights, tiny SVD config) or the released architecture with random weights."""
     import torch
 
-    from animevideo.pipelines.lvcd.attention import install_lvcd_attention
+    from animevideo.pipelines.reference_attention.attention import install_lvcd_attention
     from animevideo.pipelines.lvcd.controlnet import SVDControlNet
     from animevideo.pipelines.lvcd.loader import LVCDModel
     from animevideo.pipelines.svd import loader as svd_loader
@@ -183,7 +183,7 @@ def run_attention(args):
     import torch
 
     from animevideo.pipelines.lvcd.denoiser import LVCDDenoiser
-    from animevideo.pipelines.lvcd.plan import normal_plan
+    from animevideo.pipelines.reference_attention.plan import normal_plan
     from animevideo.pipelines.svd import sampler as edm
 
     if args.threads:

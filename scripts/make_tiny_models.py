@@ -71,8 +71,8 @@ def writers():
     """(relative paths, writer(root, seed) -> relative paths written under root) for every tiny model.
 
     Each method's ``tiny`` module owns its files; adding a method adds one entry here."""
-    from animevideo.pipelines.anisora import tiny as anisora_tiny
-    from animevideo.pipelines.anisora import cogvideox_tiny
+    from animevideo.pipelines.backbones.wan import tiny as anisora_tiny
+    from animevideo.pipelines.backbones.cogvideox import tiny as cogvideox_tiny
     from animevideo.pipelines.ganime import tiny as ganime_tiny
     from animevideo.pipelines.interpolate import tiny as interp_tiny
     from animevideo.pipelines.lineart import tiny as lineart_tiny

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from animevideo.pipelines.anisora import cogvideox as cv
-from animevideo.pipelines.anisora import cogvideox_tiny as tiny
+from animevideo.pipelines.backbones.cogvideox import tiny
 from animevideo.pipelines.anisora.model import AniSoraHooks, AniSoraRequest, TextConditioning
 from animevideo.pipelines.errors import AnimeVideoInputError, AnimeVideoModelError
 from animevideo.pipelines.guides import Guide

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from animevideo.nodes.anisora_core import AnimeVideoAniSoraWanConditioning
-from animevideo.pipelines.anisora import core_route, packing, tiny, wan
+from animevideo.pipelines.anisora import core_route, packing, wan
+from animevideo.pipelines.backbones.wan import tiny
 from animevideo.pipelines.anisora.model import AniSoraHooks, AniSoraModel
 from animevideo.pipelines.errors import AnimeVideoInputError
 from animevideo.pipelines.guides import Guide

@@ -8,7 +8,9 @@ import torch
 
 from animevideo.nodes import anisora as nodes
 from animevideo.nodes import guides as guide_nodes
-from animevideo.pipelines.anisora import cogvideox_tiny, packing, tiny
+from animevideo.pipelines.anisora import packing
+from animevideo.pipelines.backbones.cogvideox import tiny as cogvideox_tiny
+from animevideo.pipelines.backbones.wan import tiny
 from animevideo.pipelines.errors import AnimeVideoInputError
 
 H, W = 32, 48

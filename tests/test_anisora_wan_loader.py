@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from animevideo.pipelines.anisora import loader, tiny, wan_keys
+from animevideo.pipelines.anisora import loader
+from animevideo.pipelines.backbones.wan import keys as wan_keys, tiny
 from animevideo.pipelines.errors import AnimeVideoModelError
 
 DIFFUSERS_VOCAB = ("condition_embedder", "attn1", "attn2", ".to_q.", ".to_out.", "add_k_proj", "scale_shift_table",

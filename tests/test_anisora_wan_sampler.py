@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from animevideo.pipelines.anisora import flow_sampler, packing, text as anisora_text, tiny, wan
+from animevideo.pipelines.anisora import flow_sampler, packing, text as anisora_text, wan
+from animevideo.pipelines.backbones.wan import tiny
 from animevideo.pipelines.anisora.model import AniSoraHooks, AniSoraModel, AniSoraRequest, TextConditioning
 from animevideo.pipelines.errors import AnimeVideoInputError
 from animevideo.pipelines.guides import Guide

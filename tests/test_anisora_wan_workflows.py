@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from animevideo.pipelines.anisora import cogvideox_tiny, tiny
+from animevideo.pipelines.backbones.cogvideox import tiny as cogvideox_tiny
+from animevideo.pipelines.backbones.wan import tiny
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FAKE = os.path.join(ROOT, "tests", "integration", "fake_encoders")

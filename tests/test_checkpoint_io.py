@@ -173,7 +173,7 @@ def test_missing_class_in_an_old_diffusers_names_the_package_and_version(tmp_pat
 
     from animevideo.pipelines import dependencies
     from animevideo.pipelines.anisora import loader as anisora_loader
-    from animevideo.pipelines.anisora import tiny as anisora_tiny
+    from animevideo.pipelines.backbones.wan import tiny as anisora_tiny
     from animevideo.pipelines.errors import AnimeVideoDependencyError
 
     anisora_tiny.write_tiny_anisora(str(tmp_path))

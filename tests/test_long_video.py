@@ -199,7 +199,7 @@ def test_noise_roll_matches_reference_code():
 def test_shift_never_leaves_the_video_frames():
     """new frames read frame p - shift, but never before the first video frame: with shift > known (overlap 0,
     or a shift the user set above the overlap) the index must not land on the reference path or wrap around."""
-    from animevideo.pipelines.lvcd.plan import prevref_plan
+    from animevideo.pipelines.reference_attention.plan import prevref_plan
 
     for o, v, shift in itertools.product((0, 1, 2, 4), (1, 3, 14), (1, 3, 5, 16)):
         plan = prevref_plan(o, v, shift=shift)

@@ -8,8 +8,8 @@ import math
 import pytest
 import torch
 
-from animevideo.pipelines.lvcd import plan as P
-from animevideo.pipelines.lvcd.attention import get_lvcd_attention, install_lvcd_attention
+from animevideo.pipelines.reference_attention import plan as P
+from animevideo.pipelines.reference_attention.attention import get_lvcd_attention, install_lvcd_attention
 from animevideo.pipelines.lvcd.controlnet import SVDControlNet
 from animevideo.pipelines.lvcd.denoiser import LVCDDenoiser
 from animevideo.pipelines.lvcd.loader import LVCDModel

@@ -107,7 +107,7 @@ def lvcd(one_thread, release_files):
 
 
 def lvcd_plan(case: str):
-    from animevideo.pipelines.lvcd import plan
+    from animevideo.pipelines.reference_attention import plan
 
     return {"train": plan.normal_plan(1, 14),  # no hooks: K/V = [own ; frame 0], 1 reference-path frame
             "normal": plan.normal_plan(5, 14),  # model_hack 'normal', overlap 4: the first segment

@@ -17,7 +17,7 @@ from .. import dependencies
 from ..checkpoint_io import (SAFETENSORS_EXTENSIONS, explain_load_errors, own_module_tensors, owned_tensors,
                              read_state_dict)
 from ..errors import AnimeVideoModelError
-from . import wan_keys
+from ..backbones.wan import keys as wan_keys
 from .model import AniSoraModel
 
 DTYPES = ["auto", "fp32", "fp16", "bf16", "fp8_e4m3fn"]

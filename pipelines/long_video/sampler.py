@@ -26,7 +26,7 @@ from typing import Callable, Protocol, Sequence
 
 import torch
 
-from ..lvcd.plan import FramePlan, normal_plan, prevref_plan, stock_plan
+from ..reference_attention.plan import FramePlan, normal_plan, prevref_plan, stock_plan
 from ..svd import sampler as edm
 from ..svd.conditioning import SVDConditioning
 from .segments import LongVideoOptions, Segment, nearest_reference, plan_segments

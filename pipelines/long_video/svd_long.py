@@ -7,7 +7,7 @@ extension" of the anime pipeline). One implementation with LVCD colorization (``
 - Later segments run T = 1 + o + N frames: the first image on the reference path, the previous segment's last
   o frames on the prev-reference path (concat = their final latents / 0.18215), then the N frames whose first
   ``known`` are blended from the previous segment (Overlapped Blending, bit-identical) and whose new frames read
-  the previous results through prev-reference attention (``pipelines.lvcd.attention`` installed on the UNet;
+  the previous results through prev-reference attention (``pipelines.reference_attention.attention`` installed on the UNet;
   with no plan set it computes stock SVD).
 
 Guides (keyframes at any frame, motion masks; ``pipelines.svd.guided``) on long clips
@@ -149,7 +149,7 @@ def long_image_to_video(model: SVDModel, images: torch.Tensor, req: svd_pipeline
     select_attention_backend(model.unet, device)
     handle = None
     if len(segments) > 1:
-        from ..lvcd.attention import install_lvcd_attention
+        from ..reference_attention.attention import install_lvcd_attention
 
         handle = install_lvcd_attention(model.unet)
     base = edm.UNetDenoiser(model.unet)

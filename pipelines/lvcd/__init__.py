@@ -2,7 +2,7 @@
 
 Public API (other modules build on exactly these names):
 
-``plan`` (data only)
+``pipelines.reference_attention.plan`` (data only; shared with ``pipelines.long_video``)
     ``FramePlan``, ``stock_plan(T)``, ``normal_plan(d, V)``, ``prevref_plan(overlap, V, ...)``.
 
 ``controlnet``
@@ -17,7 +17,7 @@ Public API (other modules build on exactly these names):
         -> (down_residuals: list[Tensor [B*F,C,h',w']], mid_residual: Tensor [B*F,C,h'',w''])``
         the layout ``pipelines.svd.controlled_unet.svd_unet_forward`` takes.
 
-``attention``
+``pipelines.reference_attention.attention``
     ``install_lvcd_attention(module) -> LVCDAttention`` (idempotent: a second call returns the same handle) on an SVD
         UNet or an ``SVDControlNet``: spatial attn1 -> reference attention, temporal attn1 -> masked, temporal
         Conv3d -> zero-interleaved, temporal position ids -> 0 for reference-path frames. No weights change.

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from ..svd.controlled_unet import svd_unet_forward
-from .plan import FramePlan
+from ..reference_attention.plan import FramePlan
 
 
 class LVCDDenoiser:

@@ -17,9 +17,9 @@ from ..errors import AnimeVideoModelError
 from ..svd import detect
 from ..svd.loader import SVDModel, _materialize, load_svd
 from . import keymap
-from .attention import LVCDAttention, install_lvcd_attention
+from ..reference_attention.attention import LVCDAttention, install_lvcd_attention
 from .controlnet import SVDControlNet
-from .plan import FramePlan
+from ..reference_attention.plan import FramePlan
 
 
 @dataclass(eq=False)

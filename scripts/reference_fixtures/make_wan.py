@@ -69,7 +69,7 @@ def main():
     fc.import_pack()
     from safetensors.torch import save_file
 
-    from animevideo.pipelines.anisora import wan_keys
+    from animevideo.pipelines.backbones.wan import keys as wan_keys
 
     def cpu_attention(q, k, v, q_lens=None, k_lens=None, **kw):
         for lens, x in ((q_lens, q), (k_lens, k)):

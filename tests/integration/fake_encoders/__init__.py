@@ -14,7 +14,7 @@ import zlib
 
 import torch
 
-# The tiny AniSora transformer's text_dim / image_dim (pipelines/anisora/tiny.py; the tiny V1 CogVideoX's
+# The tiny AniSora transformer's text_dim / image_dim (pipelines/backbones/wan/tiny.py; the tiny V1 CogVideoX's
 # text_embed_dim is the same, so one stand-in serves UMT5 and T5; a test checks they agree).
 TEXT_DIM = 4096
 IMAGE_DIM = 1280

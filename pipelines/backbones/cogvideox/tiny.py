@@ -11,7 +11,7 @@ import os
 
 import torch
 
-from . import cogvideox
+from ...anisora import cogvideox
 
 # The name of the community diffusers copy of AniSora V1 (Disty0/Index-anisora-5B-diffusers), so the shipped
 # V1 workflow runs unchanged on the tiny folder.

@@ -12,7 +12,7 @@ import os
 
 import torch
 
-from . import wan_keys
+from . import keys as wan_keys
 
 TRANSFORMER_FILE = "diffusion_models/anisora_v3_i2v_14b.safetensors"
 VAE_FILE = "vae/wan_2.1_vae.safetensors"  # the name of Comfy-Org's repackaged Wan2.1 VAE (native names)

@@ -12,7 +12,7 @@ import re
 
 import torch
 
-from ..errors import AnimeVideoModelError
+from ...errors import AnimeVideoModelError
 
 NATIVE_PREFIXES = ("model.diffusion_model.", "diffusion_model.")
 # Real Wan2.1 transformers (1.3B: 1536 wide, 14B: 5120 wide) use 128-dim heads; this is not visible in the
