@@ -229,33 +229,42 @@ def run_attention(args):
 
 
 # ------------------------------------------------------------------------------------------ speed
-def run_speed(args):
+def speed(model, n_frames: int, h: int, w: int, steps: int, device, seed: int = 0, warmup_steps: int = 2) -> dict:
+    """Colorize an ``n_frames`` clip (14-frame segments, overlap 4) after a short warm-up; seconds per output
+    frame, sampling vs decode, and the device's peak memory (None on the CPU). Also used by gpu_suite.py."""
     _package()
     import torch
 
     from animevideo.pipelines.long_video.segments import LongVideoOptions, plan_segments
     from animevideo.pipelines.lvcd import colorize as lc
 
+    opts = lc.ColorizeOptions(long_video=LongVideoOptions(14, 4))
+    wref, whints = inputs(min(14, n_frames), h, w, 1)
+    lc.colorize(model, [(wref, 0)], whints, opts, steps=warmup_steps, seed=0)  # warm-up (kernels, allocator)
+    ref, hints = inputs(n_frames, h, w, seed)
+    steps_done = []
+    cb = lc.ColorizeCallbacks(on_step=lambda i, st: steps_done.append(time.perf_counter()))
+    cuda = torch.device(device).type == "cuda"
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+    sync(device)
+    t0 = time.perf_counter()
+    lc.colorize(model, [(ref, 0)], hints, opts, steps=steps, seed=0, callbacks=cb)
+    sync(device)
+    total = time.perf_counter() - t0
+    sampling = steps_done[-1] - t0
+    return dict(frames=n_frames, passes=len(plan_segments(n_frames, 14, 4)), steps=steps, total=total,
+                sampling=sampling, s_per_frame=total / n_frames,
+                peak_bytes=torch.cuda.max_memory_allocated() if cuda else None)
+
+
+def run_speed(args):
     args.real_arch = True
     h, w = parse_size(args.size)
     model = build_model(args)
-    opts = lc.ColorizeOptions(long_video=LongVideoOptions(14, 4))
-    wref, whints = inputs(14, h, w, 1)
-    lc.colorize(model, [(wref, 0)], whints, opts, steps=2, seed=0)  # warm-up (kernels, allocator)
-    ref, hints = inputs(args.one or 34, h, w, args.seed)
-    n = hints.shape[0]
-    steps_done = []
-    cb = lc.ColorizeCallbacks(on_step=lambda i, st: steps_done.append(time.perf_counter()))
-    if torch.device(args.device).type == "cuda":
-        torch.cuda.reset_peak_memory_stats()
-    sync(args.device)
-    t0 = time.perf_counter()
-    lc.colorize(model, [(ref, 0)], hints, opts, steps=args.steps, seed=0, callbacks=cb)
-    sync(args.device)
-    total = time.perf_counter() - t0
-    sampling = steps_done[-1] - t0
-    passes = len(plan_segments(n, 14, 4))
-    peak = torch.cuda.max_memory_allocated() / 2 ** 30 if torch.device(args.device).type == "cuda" else float("nan")
+    r = speed(model, args.one or 34, h, w, args.steps, args.device, args.seed)
+    n, passes, total, sampling = r["frames"], r["passes"], r["total"], r["sampling"]
+    peak = r["peak_bytes"] / 2 ** 30 if r["peak_bytes"] is not None else float("nan")
     print(f"real LVCD arch (random weights), {h}x{w}, {model.dtype}, {n} frames, {passes} passes x {args.steps} steps, "
           f"{args.device}: total {total:.2f} s, sampling {sampling:.2f} s, decode+rest {total - sampling:.2f} s, "
           f"peak {peak:.2f} GiB")

@@ -78,23 +78,29 @@ def sync(device: torch.device):
 # models
 # ---------------------------------------------------------------------------------------------
 
+def init_parameter_(name: str, p: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Fill one parameter in place: norms' weights 1, biases 0, mix factors 0.5, the rest N(0, 1/fan_in)
+    so activations stay O(1) through billion-parameter stacks in fp16."""
+    leaf = name.rsplit(".", 1)[-1]
+    if leaf == "mix_factor":
+        p.fill_(0.5)
+    elif leaf == "bias":
+        p.zero_()
+    elif p.ndim == 1 and ("norm" in name or "layernorm" in name or "ln_" in name):
+        p.fill_(1.0)
+    elif p.ndim == 1:
+        p.normal_(0.0, 0.02, generator=gen)
+    else:
+        fan_in = int(np.prod(p.shape[1:]))
+        p.normal_(0.0, fan_in ** -0.5, generator=gen)
+    return p
+
+
 def _generic_init_(module: torch.nn.Module, gen: torch.Generator):
-    """Fill every parameter on its device: norms' weights 1, biases 0, mix factors 0.5, the rest
-    N(0, 1/fan_in) so activations stay O(1) through 1.5B-parameter stacks in fp16."""
+    """Fill every parameter on its device (``init_parameter_``) and set position ids to arange."""
     with torch.no_grad():
         for name, p in module.named_parameters():
-            leaf = name.rsplit(".", 1)[-1]
-            if leaf == "mix_factor":
-                p.fill_(0.5)
-            elif leaf == "bias":
-                p.zero_()
-            elif p.ndim == 1 and ("norm" in name or "layernorm" in name or "ln_" in name):
-                p.fill_(1.0)
-            elif p.ndim == 1:
-                p.normal_(0.0, 0.02, generator=gen)
-            else:
-                fan_in = int(np.prod(p.shape[1:]))
-                p.normal_(0.0, fan_in ** -0.5, generator=gen)
+            init_parameter_(name, p, gen)
         for name, b in module.named_buffers():
             if name.endswith("position_ids"):
                 b.copy_(torch.arange(b.shape[-1], device=b.device).expand(b.shape))

@@ -49,18 +49,19 @@ MiB = 2 ** 20
 # Models (released architectures, random weights)
 # ---------------------------------------------------------------------------------------------
 
-def build(kind: str, seed: int = 0):
+def build(kind: str, seed: int = 0, real: bool = True):
+    """The released architecture (``real``) or the tiny test size, random weights, through our loader."""
     import torch
 
     from animevideo.pipelines.upscale import loader, tiny
 
     torch.manual_seed(seed)
     if kind == "animesr":
-        sd = tiny.build_tiny_animesr(seed, **tiny.REAL_ANIMESR).state_dict()
+        sd = tiny.build_tiny_animesr(seed, **(tiny.REAL_ANIMESR if real else tiny.TINY_ANIMESR)).state_dict()
     elif kind == "compact":
-        sd = tiny.compact_state_dict(**tiny.REAL_COMPACT, seed=seed)
+        sd = tiny.compact_state_dict(**(tiny.REAL_COMPACT if real else tiny.TINY_COMPACT), seed=seed)
     elif kind == "rrdb":
-        sd = tiny.rrdb_state_dict(**tiny.REAL_RRDB, seed=seed)
+        sd = tiny.rrdb_state_dict(**(tiny.REAL_RRDB if real else tiny.TINY_RRDB), seed=seed)
     else:
         raise SystemExit(f"unknown kind {kind}")
     return loader.load_state_dict_upscaler(dict(sd), f"random-{kind}")

@@ -1,0 +1,75 @@
+"""bench/gpu_suite.py end to end at tiny sizes on the CPU (--smoke): every figure the issues name reports a value
+(or, for the two whose code is not in the tree yet, says so), so a figure cannot silently disappear or break.
+One run of the script (about 30 s on one thread) serves every check here; nothing is timed against a target."""
+import json
+import math
+import os
+import subprocess
+import sys
+
+import pytest
+
+from pack_paths import ROOT
+
+SCRIPT = os.path.join(ROOT, "bench", "gpu_suite.py")
+
+# The figures the issues ask for, written out here and not read from the script, so dropping one there fails here.
+REQUIRED = [
+    "svd_xt_ours_s_per_step", "svd_xt_diffusers_s_per_step", "svd_xt_ratio",  # issues 1, 10
+    "wan14b_fp8_uncapped_s_per_step", "wan14b_fp8_capped16gb_s_per_step",  # issue 10
+    "lvcd_s_per_frame",  # issue 5
+    "animesr_fps", "realesr_animevideov3_fps",  # issue 7
+    "animeinterp_x2_fps",  # issue 8
+]
+# Rows that may say "not in this build" until their code lands (then they must report a value like the rest).
+HOOKS = ["anisora_core_vs_own_s_per_step", "streamingt2v_s_per_frame"]  # issues 11, 16
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    stem = str(tmp_path_factory.mktemp("gpu_suite") / "smoke")
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    r = subprocess.run([sys.executable, SCRIPT, "--smoke", "--out", stem], capture_output=True, text=True,
+                       timeout=300, cwd=ROOT, env=env)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    with open(stem + ".json") as f:
+        data = json.load(f)
+    with open(stem + ".md") as f:
+        md = f.read()
+    return data, md, r.stdout
+
+
+def test_every_figure_is_in_the_table_once(smoke):
+    data, md, stdout = smoke
+    ids = [r["figure"] for r in data["rows"]]
+    assert sorted(ids) == sorted(REQUIRED + HOOKS), ids
+    for rid in ids:
+        assert f"`{rid}`" in md and f"{rid}:" in stdout
+
+
+def test_every_required_figure_has_a_value(smoke):
+    rows = {r["figure"]: r for r in smoke[0]["rows"]}
+    for rid in REQUIRED:
+        r = rows[rid]
+        assert r["status"] == "ok", (rid, r["status"], r["note"])
+        assert r["value"] is not None and math.isfinite(r["value"]) and r["value"] > 0, (rid, r)
+        assert r["unit"] and r["note"], rid
+    for rid in HOOKS:  # a labelled skip, never an error or a silent blank
+        r = rows[rid]
+        assert r["status"] in ("ok", "not in this build"), (rid, r)
+        assert r["note"] if r["status"] != "ok" else r["value"] is not None
+
+
+def test_capped_wan_run_swaps_blocks_and_matches_the_uncapped_run(smoke):
+    check = {r["figure"]: r for r in smoke[0]["rows"]}["wan14b_fp8_capped16gb_s_per_step"]["check"]
+    assert check["swapped_blocks"] >= 1
+    # every forward of a swapped block ran on the copied-in tensors, and the result is the uncapped one exactly
+    assert check["swapped_forwards"] > 0
+    assert check["swapped_forwards_on_copies"] == check["swapped_forwards"]
+    assert check["max_abs_diff_vs_uncapped"] == 0.0
+
+
+def test_smoke_run_names_its_setting(smoke):
+    info = smoke[0]["info"]
+    assert info["smoke"] is True and info["device"] == "cpu"
+    assert {"date", "torch", "seconds"} <= set(info)
