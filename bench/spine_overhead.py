@@ -15,11 +15,14 @@ Cases (outside ComfyUI, CPU, one torch thread; the node classes exactly as Comfy
   interp_cold    the same, cache cleared
 
 The old tree is ``git archive REF`` unpacked into a temporary folder (nothing is registered in the repository);
-``--old-tree PATH`` uses a checkout instead. Medians of ``--repeats`` per case and tree; the ratio is new/old
-of the median process CPU time (steadier than wall time on a shared machine; wall time is shown too).
+``--old-tree PATH`` uses a checkout instead. ``--rounds`` pairs of fresh workers run one after the other (a bias
+that lasts a process's life, such as its memory layout, averages out), ``--repeats`` calls per case, tree and
+round. The ratio is new/old of the median process CPU time (steadier than wall time on a shared machine); the
+median of per-pair ratios, the ratio of the minima and the wall-time ratio are shown beside it. To see the noise
+floor, compare a tree with itself: ``--ref HEAD``.
 
     python bench/spine_overhead.py                      # this tree vs f12d2e0 (the code before issue 10)
-    python bench/spine_overhead.py --ref main --repeats 11
+    python bench/spine_overhead.py --ref main --rounds 4 --repeats 5
 """
 from __future__ import annotations
 
@@ -62,7 +65,7 @@ def _worker(tree: str):
         import make_tiny_models
 
         sys.path.pop(0)
-        make_tiny_models.write_all(models)
+        _write_models(make_tiny_models, models)
         svd = importlib.import_module("animevideo.nodes.svd")
         up = importlib.import_module("animevideo.nodes.upscale")
         it = importlib.import_module("animevideo.nodes.interpolate")
@@ -118,6 +121,22 @@ def _worker(tree: str):
             print("RESULT " + json.dumps({"case": case, "wall": w1 - w0, "cpu": c1 - c0}), flush=True)
     finally:
         shutil.rmtree(models, ignore_errors=True)
+
+
+NEEDED = ("checkpoints/svd_xt", "upscale_models/", "interpolation/")
+
+
+def _write_models(make_tiny_models, models: str):
+    """Only the tree's tiny SVD, upscalers and interpolator (its own writers); everything if that API moved."""
+    try:
+        entries = [(rels, w) for rels, w in make_tiny_models.writers() if any(r.startswith(NEEDED) for r in rels)]
+    except (AttributeError, TypeError, ValueError):
+        entries = []
+    if len(entries) < 3:
+        make_tiny_models.write_all(models)
+        return
+    for _, write in entries:
+        write(models, 0)
 
 
 def _clip(n, h=128, w=128):
@@ -188,7 +207,8 @@ def main(argv=None):
     ap.add_argument("--ref", default="f12d2e0", help="the old code: a git ref of this repository (default f12d2e0)")
     ap.add_argument("--old-tree", default="", help="the old code as a checkout folder instead of --ref")
     ap.add_argument("--new-tree", default=ROOT, help="the new code (default: this tree)")
-    ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--rounds", type=int, default=3, help="pairs of fresh worker processes, one after the other")
+    ap.add_argument("--repeats", type=int, default=5, help="calls of every case per tree and round")
     ap.add_argument("--cases", default=",".join(CASES))
     args = ap.parse_args(argv)
     cases = [c for c in args.cases.split(",") if c]
@@ -204,32 +224,36 @@ def main(argv=None):
         else:
             old = scratch
             old_label = f"{args.ref} ({export_ref(args.ref, old)[:12]})"
-        head = subprocess.run(["git", "-C", args.new_tree, "rev-parse", "--short=12", "HEAD"], capture_output=True,
+        new = os.path.abspath(args.new_tree)
+        head = subprocess.run(["git", "-C", new, "rev-parse", "--short=12", "HEAD"], capture_output=True,
                               text=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", args.new_tree, "status", "--porcelain", "--untracked-files=no"],
+        dirty = subprocess.run(["git", "-C", new, "status", "--porcelain", "--untracked-files=no"],
                                capture_output=True, text=True).stdout.strip()
-        new_label = f"{args.new_tree} (HEAD {head}{', with uncommitted changes' if dirty else ''})"
-        print(f"new: {new_label}\nold: {old_label}\nstarting workers (each writes its tiny models and warms up)",
-              flush=True)
-        t0 = time.perf_counter()
-        workers = {"new": Worker("new", os.path.abspath(args.new_tree)), "old": Worker("old", old)}
-        for w in workers.values():
-            w.result()
-        print(f"workers ready in {time.perf_counter() - t0:.0f} s; {args.repeats} repeats of {len(cases)} cases, "
-              f"trees alternated (ABBA)", flush=True)
-        times = {(t, c): [] for t in workers for c in cases}
-        for r in range(args.repeats):
-            order = ["new", "old"] if r % 2 == 0 else ["old", "new"]
-            for c in cases:
-                for t in order:
-                    times[(t, c)].append(workers[t].run(c))
-            print(f"  repeat {r + 1}/{args.repeats} done", flush=True)
+        print(f"new: {new} (HEAD {head}{', with uncommitted changes' if dirty else ''})\nold: {old_label}\n"
+              f"{args.rounds} round(s) of fresh worker processes x {args.repeats} repeats x {len(cases)} cases; "
+              f"trees alternated case by case (ABBA)", flush=True)
+        times = {(t, c): [] for t in ("new", "old") for c in cases}
+        for rnd in range(args.rounds):
+            # fresh processes each round: a bias fixed for one process's life (memory layout) averages out
+            t0 = time.perf_counter()
+            workers = {"new": Worker("new", new), "old": Worker("old", old)}
+            for w in workers.values():
+                w.result()
+            for r in range(args.repeats):
+                order = ["new", "old"] if (rnd * args.repeats + r) % 2 == 0 else ["old", "new"]
+                for c in cases:
+                    for t in order:
+                        times[(t, c)].append(workers[t].run(c))
+            for w in workers.values():
+                w.close()
+            workers = {}
+            print(f"  round {rnd + 1}/{args.rounds} done ({time.perf_counter() - t0:.0f} s)", flush=True)
     finally:
         for w in workers.values():
             w.close()
         shutil.rmtree(scratch, ignore_errors=True)
 
-    print(f"\n{'case':14s} {'new cpu s':>10s} {'old cpu s':>10s} {'ratio cpu':>10s} {'per-pair':>9s} "
+    print(f"\n{'case':14s} {'new cpu s':>10s} {'old cpu s':>10s} {'ratio cpu':>10s} {'per-pair':>9s} {'of minima':>10s} "
           f"{'new wall s':>11s} {'old wall s':>11s} {'ratio wall':>11s}")
     ratios = {}
     for c in cases:
@@ -237,8 +261,10 @@ def main(argv=None):
         nc, oc = statistics.median(x["cpu"] for x in n), statistics.median(x["cpu"] for x in o)
         nw, ow = statistics.median(x["wall"] for x in n), statistics.median(x["wall"] for x in o)
         pair = statistics.median(a["cpu"] / b["cpu"] for a, b in zip(n, o))
+        mins = min(x["cpu"] for x in n) / min(x["cpu"] for x in o)
         ratios[c] = nc / oc
-        print(f"{c:14s} {nc:10.4f} {oc:10.4f} {nc / oc:10.3f} {pair:9.3f} {nw:11.4f} {ow:11.4f} {nw / ow:11.3f}")
+        print(f"{c:14s} {nc:10.4f} {oc:10.4f} {nc / oc:10.3f} {pair:9.3f} {mins:10.3f} {nw:11.4f} {ow:11.4f} "
+              f"{nw / ow:11.3f}")
     geo = statistics.geometric_mean(ratios.values())
     for c, v in ratios.items():
         print(f"ratio {c} new/old={v:.3f}")
