@@ -1,6 +1,7 @@
 """bench/gpu_suite.py end to end at tiny sizes on the CPU (--smoke): every figure the issues name reports a value
 (or, for the two whose code is not in the tree yet, says so), so a figure cannot silently disappear or break.
 One run of the script (about 30 s on one thread) serves every check here; nothing is timed against a target."""
+import argparse
 import json
 import math
 import os
@@ -73,3 +74,48 @@ def test_smoke_run_names_its_setting(smoke):
     info = smoke[0]["info"]
     assert info["smoke"] is True and info["device"] == "cpu"
     assert {"date", "torch", "seconds"} <= set(info)
+
+
+def _suite():
+    sys.path.insert(0, os.path.join(ROOT, "bench"))
+    try:
+        import gpu_suite
+    finally:
+        sys.path.pop(0)
+    return gpu_suite
+
+
+def _args(**over):
+    """The parsed command line of ``--smoke`` with ``over`` changed."""
+    ns = argparse.Namespace(out="unused", budget_s=450.0, smoke=True, device="cpu", only="", threads=1, seed=0)
+    ns.__dict__.update(over)
+    return ns
+
+
+def test_a_spent_budget_skips_figures_with_a_label_instead_of_dropping_them():
+    gpu_suite = _suite()
+    rows, _ = gpu_suite.run_all(_args(budget_s=0.0))
+    by_id = {r.figure: r for r in rows}
+    assert sorted(by_id) == sorted(REQUIRED + HOOKS)
+    for rid in REQUIRED:
+        assert by_id[rid].status == "skipped" and "budget" in by_id[rid].note and by_id[rid].value is None
+
+
+def test_a_failing_figure_is_reported_and_the_next_one_still_runs(monkeypatch):
+    gpu_suite = _suite()
+
+    def broken(ctx, fig):
+        raise RuntimeError("deliberately broken")
+
+    def fine(ctx, fig):
+        return {"b": gpu_suite.Row("b", "B", 1.5, "s")}
+
+    monkeypatch.setattr(gpu_suite, "figures", lambda: [
+        gpu_suite.Figure("one", {"a1": "A1", "a2": "A2"}, broken, 1),
+        gpu_suite.Figure("two", {"b": "B", "b_missing": "a row the figure forgets"}, fine, 1)])
+    rows = {r.figure: r for r in gpu_suite.run_all(_args())[0]}
+    assert rows["a1"].status == rows["a2"].status == "error" and "deliberately broken" in rows["a1"].note
+    assert rows["b"].status == "ok" and rows["b"].value == 1.5
+    assert rows["b_missing"].status == "error" and "no value" in rows["b_missing"].note
+    md = gpu_suite.markdown(list(rows.values()), {})
+    assert all(f"`{k}`" in md for k in rows)
