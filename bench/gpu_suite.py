@@ -17,9 +17,14 @@ Figures (issue numbers in brackets):
   upscale  [7, 10]  AnimeSR and realesr-animevideov3 (Compact), 320x576 in, x4: frames/s through our runner
                     (bench/upscale.py)
   interp   [8, 10]  AnimeInterp x2, released widths, 960x544: interpolated frames/s (bench/interpolate.py)
-  anisora_core_route [11], streamingt2v [16]: rows that say "not in this build" until their code lands.
+  anisora_core_route [11]  core ComfyUI's WanModel (what AniSora's core route samples with; comfy.ops.manual_cast)
+                    vs our transformer on the same fp8 weights (mapped by the pack's native key map, shared, not
+                    copied) and inputs: one forward = one step at cfg 1, interleaved; the ratio core/own and the
+                    outputs' max difference. Needs a ComfyUI checkout (--comfyui PATH or $COMFYUI_DIR), else skipped.
+  streamingt2v [16] a row that says "not in this build" until its code lands.
 
-    python bench/gpu_suite.py --out bench/gpu_results          # one H100: about 5 minutes
+    python bench/gpu_suite.py --out bench/gpu_results          # one H100: about 5 minutes (estimated)
+    python bench/gpu_suite.py --comfyui ~/ComfyUI --out bench/gpu_results   # with the core-route figure
     python bench/gpu_suite.py --smoke --out /tmp/gpu_smoke     # tiny sizes on the CPU, < 2 minutes
     python bench/gpu_suite.py --only svd,wan --out /tmp/part   # a subset
 
@@ -93,6 +98,7 @@ class Ctx:
         self.cuda = self.device.type == "cuda"
         self.deadline = time.perf_counter() + args.budget_s
         self.seed = args.seed
+        self.comfyui = getattr(args, "comfyui", "")
         self.figure_start = time.perf_counter()
         self.figure_seconds = 0.0
 
@@ -320,7 +326,8 @@ def wan_steps(ctx: Ctx, model, condition, text, request, noise) -> dict:
                 peak=peak, reserved=reserved, working=peak - before)
 
 
-def run_wan(ctx: Ctx, fig: Figure) -> dict[str, Row]:
+def wan_setup(ctx: Ctx) -> SimpleNamespace:
+    """Our Wan transformer (real 14B config on the GPU, tiny in --smoke) and the inputs of one AniSora clip."""
     from animevideo.pipelines.anisora import wan
     from animevideo.pipelines.anisora.model import AniSoraModel, AniSoraRequest, TextConditioning
     from animevideo.pipelines.backbones.wan import tiny as wan_tiny
@@ -346,8 +353,15 @@ def run_wan(ctx: Ctx, fig: Figure) -> dict[str, Row]:
     noise = wan.initial_noise((1, 16, t_lat, h // 8, w // 8), ctx.seed)
     params_b = sum(p.numel() for p in tr.parameters()) / 1e9
     setting = (f"{params_b:.2f} B params, block Linear weights fp8_e4m3fn, compute {compute}, {w}x{h}x{frames} "
-               f"({t_lat} latent frames), UniPC, cfg 1; 1 warm-up step + {request.steps - 1} timed; built in "
-               f"{built:.0f} s")
+               f"({t_lat} latent frames), cfg 1; built in {built:.0f} s")
+    return SimpleNamespace(tr=tr, model=model, request=request, condition=condition, text=text, noise=noise,
+                           cfg=cfg, compute=compute, setting=setting)
+
+
+def run_wan(ctx: Ctx, fig: Figure) -> dict[str, Row]:
+    su = wan_setup(ctx)
+    tr, model, request, condition, text, noise = su.tr, su.model, su.request, su.condition, su.text, su.noise
+    setting = f"{su.setting}; UniPC, 1 warm-up step + {request.steps - 1} timed"
     print(f"  wan: {setting}", flush=True)
     try:
         unc = wan_steps(ctx, model, condition, text, request, noise)
@@ -431,6 +445,104 @@ def run_wan(ctx: Ctx, fig: Figure) -> dict[str, Row]:
         "swapped_forwards": capped["probe"][0], "swapped_forwards_on_copies": capped["probe"][1]}
     del tr, model
     return rows
+
+
+def import_comfy(path: str):
+    """ComfyUI's ``comfy`` package (from ``path`` if given, else as installed), or None where there is none."""
+    if path:
+        if not os.path.isdir(os.path.join(path, "comfy")):
+            raise FileNotFoundError(f"--comfyui {path}: no comfy/ folder there (give a ComfyUI checkout)")
+        if path not in sys.path:
+            sys.path.append(path)  # appended: ComfyUI's top-level modules must not shadow anything of ours
+    try:
+        import comfy.cli_args
+    except ImportError:
+        return None
+    if not torch.cuda.is_available():
+        comfy.cli_args.args.cpu = True  # else comfy.model_management looks for a GPU at import
+    import comfy.ldm.wan.model  # noqa: F401
+    import comfy.ops  # noqa: F401
+
+    return comfy
+
+
+def core_wan_from_ours(comfy, tr) -> torch.nn.Module:
+    """Core's WanModel (i2v) with our transformer's weights, mapped to native names by the pack's key map and
+    assigned without copies (the fp8 block weights are shared), run with core's manual-cast layers as core runs an
+    fp8 file with bf16 compute."""
+    from animevideo.pipelines.backbones.wan import keys as wan_keys
+
+    c = tr.config
+    with torch.device("meta"):
+        core = comfy.ldm.wan.model.WanModel(
+            model_type="i2v", patch_size=tuple(c.patch_size), text_len=512, in_dim=c.in_channels,
+            dim=c.num_attention_heads * c.attention_head_dim, ffn_dim=c.ffn_dim, freq_dim=c.freq_dim,
+            text_dim=c.text_dim, out_dim=c.out_channels, num_heads=c.num_attention_heads, num_layers=c.num_layers,
+            qk_norm=True, cross_attn_norm=c.cross_attn_norm, eps=c.eps, device="meta", dtype=torch.bfloat16,
+            operations=comfy.ops.manual_cast)
+    native = wan_keys.transformer_to_native(dict(tr.state_dict()))
+    missing, unexpected = core.load_state_dict(native, strict=False, assign=True)
+    if missing or unexpected:
+        raise RuntimeError(f"core WanModel vs the pack's native key map: missing {missing[:5]}, "
+                           f"unexpected {unexpected[:5]}")
+    return core.eval().requires_grad_(False)
+
+
+def run_core_route(ctx: Ctx, fig: Figure) -> dict[str, Row]:
+    """Issue 11: core's Wan model (what AniSora's core route samples with) vs our transformer, one forward = one
+    step at cfg 1, interleaved on the same weights and inputs."""
+    rid = "anisora_core_vs_own_s_per_step"
+    comfy = import_comfy(ctx.comfyui)
+    if comfy is None:
+        return {rid: Row(rid, fig.rows[rid], status=SKIPPED,
+                         note="needs ComfyUI: pass --comfyui PATH (a ComfyUI checkout) or set COMFYUI_DIR")}
+    from animevideo.pipelines.anisora.text import MAX_TEXT_TOKENS, pad_prompt_embeds
+
+    su = wan_setup(ctx)
+    core = core_wan_from_ours(comfy, su.tr)
+    dev, dt = ctx.device, su.compute
+    x = torch.cat([su.noise, su.condition], 1).to(dev, dt)
+    t = torch.tensor([900.0], device=dev)
+    ctx_emb = pad_prompt_embeds(su.text.positive, MAX_TEXT_TOKENS).to(dev, dt)
+    img = su.text.image_embeds.to(dev, dt)
+
+    def ours():
+        return su.tr(hidden_states=x, timestep=t, encoder_hidden_states=ctx_emb, encoder_hidden_states_image=img,
+                     return_dict=False)[0]
+
+    def theirs():
+        return core(x, t, ctx_emb, clip_fea=img)
+
+    times = {"ours": [], "core": []}
+    peaks = {"ours": 0, "core": 0}
+    outs = {}
+    with torch.inference_mode():
+        for r in range(3):  # the first pair warms up
+            for name, fn in (("ours", ours), ("core", theirs)) if r % 2 == 0 else (("core", theirs), ("ours", ours)):
+                ctx.reset_peak()
+                before = torch.cuda.memory_allocated(dev) if ctx.cuda else 0
+                t0 = time.perf_counter()
+                out = fn()
+                ctx.sync()
+                if r:
+                    times[name].append(time.perf_counter() - t0)
+                if ctx.cuda:
+                    peaks[name] = max(peaks[name], torch.cuda.max_memory_allocated(dev) - before)
+                outs[name] = out.float().cpu()
+                del out
+    so, sc = med(times["ours"]), med(times["core"])
+    diff = (outs["ours"] - outs["core"]).abs().max().item()
+    scale = outs["ours"].abs().max().item()
+    weights = sum(p.numel() * p.element_size() for p in su.tr.parameters()) / GiB
+    work = (f"; working memory ours {peaks['ours'] / GiB:.2f} GiB, core {peaks['core'] / GiB:.2f} GiB over "
+            f"{weights:.1f} GiB of shared weights") if ctx.cuda else ""
+    row = _row(fig, rid, sc / so, "core/own", (torch.cuda.memory_allocated(dev) / GiB + max(peaks.values()) / GiB)
+               if ctx.cuda else None,
+               f"{su.setting}; one transformer forward = one step at cfg 1: ours {so:.3f} s, core WanModel "
+               f"(comfy.ops.manual_cast) {sc:.3f} s, medians of {len(times['ours'])} interleaved; same weights: "
+               f"max |ours - core| = {diff:.3g} (outputs up to {scale:.3g}){work}")
+    row.check = {"max_abs_diff_ours_vs_core": diff, "max_abs_output": scale}
+    return {rid: row}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -559,9 +671,8 @@ def figures() -> list[Figure]:
         Figure("lvcd", {"lvcd_s_per_frame": "LVCD s/frame, 320x576, 25 steps"}, run_lvcd, 90),
         # Hooks: each becomes a figure function like the ones above once its code is in the tree.
         Figure("anisora_core_route",
-               {"anisora_core_vs_own_s_per_step": "AniSora core route vs own sampler s/step (issue 11)"}, None, 90,
-               absent="issue 11's bench (core Wan MODEL vs our sampler on one card) needs ComfyUI's comfy package "
-                      "and has no figure function yet (TODO: run_anisora_core_route)"),
+               {"anisora_core_vs_own_s_per_step": "AniSora Wan 14B fp8: core WanModel vs ours, s/step ratio"},
+               run_core_route, 60),
         Figure("streamingt2v",
                {"streamingt2v_s_per_frame": "StreamingT2V s/frame, 256x256 extension (issue 16)"}, None, 60,
                absent="" if _has("pipelines/streamingt2v", "pipelines/streaming_t2v") else
@@ -667,6 +778,8 @@ def main(argv=None):
     ap.add_argument("--only", default="", help="comma-separated figure names (upscale,interp,svd,wan,lvcd)")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: leave; --smoke: 1)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--comfyui", default=os.environ.get("COMFYUI_DIR", ""),
+                    help="a ComfyUI checkout, for the core-route figure (default: $COMFYUI_DIR)")
     args = ap.parse_args(argv)
     threads = args.threads or (1 if args.smoke else 0)
     if threads:
