@@ -167,20 +167,21 @@ def peek(path: str) -> tuple[list[str], dict]:
     files = weight_files(path)
     if len(files) == 1:
         return _peek_file(files[0])
-    keys, meta = [], {}
-    for f in files:
-        k, m = _peek_file(f)
-        keys += k
-        meta = meta or m
     index = shard_index(path)
     with open(index, encoding="utf-8") as f:
-        listed = set(json.load(f)["weight_map"])
-    if listed != set(keys):
-        missing, extra = sorted(listed - set(keys)), sorted(set(keys) - listed)
-        raise AnimeVideoModelError(
-            f"'{os.path.basename(path.rstrip(os.sep))}': the shards do not hold what {os.path.basename(index)} "
-            f"lists ({len(missing)} listed tensors missing, e.g. {missing[:2]}; {len(extra)} unlisted, e.g. "
-            f"{extra[:2]}); a shard is from another download.")
+        weight_map = json.load(f)["weight_map"]
+    keys, meta = [], {}
+    for file in files:
+        k, m = _peek_file(file)
+        listed = {key for key, shard in weight_map.items() if shard == os.path.basename(file)}
+        if listed != set(k):
+            missing, extra = sorted(listed - set(k)), sorted(set(k) - listed)
+            raise AnimeVideoModelError(
+                f"'{os.path.basename(path.rstrip(os.sep))}': the shard '{os.path.basename(file)}' does not hold "
+                f"what {os.path.basename(index)} lists for it ({len(missing)} listed tensors missing, e.g. "
+                f"{missing[:2]}; {len(extra)} unlisted, e.g. {extra[:2]}); it is from another download.")
+        keys += k
+        meta = meta or m
     return keys, meta
 
 
@@ -206,6 +207,11 @@ def is_native_wan_folder(path: str) -> bool:
     file or shards with their index."""
     if not os.path.isdir(path) or not os.path.isfile(os.path.join(path, "config.json")):
         return False
+    cls = _folder_class(path, "")
+    if cls == DIFFUSERS_CLASS:
+        return False
+    if cls == NATIVE_CLASS:  # native Wan's WanModel: its own weights say the rest (a broken shard set too)
+        return True
     try:
         keys, _ = peek(path)
     except AnimeVideoModelError:
@@ -359,6 +365,7 @@ WAN22_I2V = "Wan2.2-I2V-A14B"  # AniSora V3.2's two experts: 36 input channels, 
 WAN22_TI2V = "Wan2.2-TI2V-5B"  # 48-channel Wan2.2 VAE latents
 WAN_T2V = "Wan text-to-video"
 DIFFUSERS_CLASS = "WanTransformer3DModel"
+NATIVE_CLASS = "WanModel"  # the _class_name in the config.json of Wan-AI's native folders
 
 
 def wan_layout(config) -> str:
