@@ -82,13 +82,18 @@ def detect_backbone(path: str) -> str:
         f"nor a CogVideoX transformer{hint}. {EXPECTED_WAN}")
 
 
+def folder_has_vae(path: str) -> bool:
+    """The folder ships its VAE: diffusers vae/ (Wan, CogVideoX) or a native Wan2.1_VAE.pth."""
+    return os.path.isdir(path) and (os.path.isdir(os.path.join(path, "vae")) or
+                                    wan_loader.native_vae_file(path) is not None)
+
+
 def folder_vae(transformer_path: str, vae_path: str | None) -> str:
     """The VAE to load: ``vae_path``, else the one inside the transformer's folder (diffusers vae/ or the
     Wan2.1_VAE.pth a native release ships)."""
     if vae_path is not None:
         return vae_path
-    if os.path.isdir(transformer_path) and (os.path.isdir(os.path.join(transformer_path, "vae"))
-                                            or wan_loader.native_vae_file(transformer_path)):
+    if folder_has_vae(transformer_path):
         return transformer_path
     raise AnimeVideoModelError(
         "vae_name: this Wan transformer has no VAE beside it; pick the Wan2.1 VAE (Wan2.1_VAE.pth or "
