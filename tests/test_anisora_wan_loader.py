@@ -294,7 +294,8 @@ def test_missing_or_foreign_shard_is_named(sharded_folder):
     moved = next(k for k, v in data["weight_map"].items() if v == shards[2])
     data["weight_map"][moved] = shards[0]  # the index says shard 1 holds a tensor it does not
     index.write_text(json.dumps(data))
-    with pytest.raises(AnimeVideoModelError, match="shard .*-00001-of-00003.safetensors. does not hold what .*index.json lists"):
+    with pytest.raises(AnimeVideoModelError,
+                       match="shard .*-00001-of-00003.safetensors. does not hold what .*index.json lists"):
         loader.load_wan_transformer(str(folder), torch.float32)
     (folder / shards[2]).unlink()
     with pytest.raises(AnimeVideoModelError, match=f"shard '{shards[2]}'.* is missing"):
