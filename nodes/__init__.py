@@ -2,6 +2,7 @@
 from ..pipelines import dependencies
 from . import (anisora, anisora_core, comfy_bridge, common, example_inputs, ganime, guides, interpolate, lineart, lvcd,
                metrics, svd, svd_core, upscale)
+from . import anisora_wan22
 
 comfy_bridge.register_pack_folders()
 for _problem in dependencies.all_problems():  # logged, never raised: the other nodes keep working
@@ -10,7 +11,8 @@ example_inputs.install_example_inputs(comfy_bridge.input_directory())
 
 NODE_CLASS_MAPPINGS = {}
 NODE_DISPLAY_NAME_MAPPINGS = {}
-for _module in (svd, interpolate, upscale, ganime, lineart, guides, lvcd, anisora, metrics, anisora_core, svd_core):
+for _module in (svd, interpolate, upscale, ganime, lineart, guides, lvcd, anisora, metrics, anisora_core, svd_core,
+                anisora_wan22):
     NODE_CLASS_MAPPINGS.update(_module.NODE_CLASS_MAPPINGS)
     NODE_DISPLAY_NAME_MAPPINGS.update(_module.NODE_DISPLAY_NAME_MAPPINGS)
 for _cls in NODE_CLASS_MAPPINGS.values():

@@ -10,6 +10,7 @@ import os
 
 from ..pipelines.anisora import loader as anisora_loader
 from ..pipelines.anisora import text as anisora_text
+from ..pipelines.backbones.wan import loader as wan_loader
 from ..pipelines.anisora.model import AniSoraHooks, AniSoraRequest
 from ..pipelines.checkpoint_io import FileIdentity, explain_load_errors, resolve_in_folders
 from ..pipelines.errors import AnimeVideoInputError, AnimeVideoModelError
@@ -40,10 +41,18 @@ EXPECTED = (
     "Wan or AniSora V1 CogVideoX (e.g. Disty0/Index-anisora-5B-diffusers).")
 
 
+def model_names(is_folder) -> list[str]:
+    """Files in models/diffusion_models and the folders ``is_folder`` accepts there and in models/diffusers; the
+    shards of a listed folder (ComfyUI lists each diffusion_pytorch_model-0000k-of-0000n file) are left out:
+    the folder stands for them."""
+    folders = bridge.list_dirs("diffusion_models", is_folder) + bridge.list_dirs("diffusers", is_folder)
+    files = [f for f in bridge.list_files("diffusion_models", TRANSFORMER_EXTENSIONS)
+             if not ("/" in f and f.rsplit("/", 1)[0] in folders and wan_loader.SHARD_NAME.match(f.rsplit("/", 1)[1]))]
+    return files + list(dict.fromkeys(folders))
+
+
 def transformer_names() -> list[str]:
-    files = bridge.list_files("diffusion_models", TRANSFORMER_EXTENSIONS)
-    folders = bridge.list_dirs("diffusers", anisora_loader.is_anisora_folder)
-    return files + folders
+    return model_names(anisora_loader.is_anisora_folder)
 
 
 def vae_names() -> list[str]:
@@ -58,28 +67,28 @@ def default_vae(names: list[str]) -> str:
     return (wan or files or [VAE_FROM_FOLDER])[0]
 
 
-def resolve_transformer(name: str) -> str:
+def resolve_transformer(name: str, input_name: str = "transformer_name", expected: str = EXPECTED) -> str:
     for kind in ("diffusion_models", "diffusers"):
         try:
-            path = resolve_in_folders(name, bridge.model_folders(kind), "transformer_name")
+            path = resolve_in_folders(name, bridge.model_folders(kind), input_name)
         except FileNotFoundError:
             continue
         if kind == "diffusion_models" or os.path.isdir(path):
             return path
     raise AnimeVideoModelError(
-        f"transformer_name: '{name}' was not found in models/diffusion_models "
+        f"{input_name}: '{name}' was not found in models/diffusion_models "
         f"({bridge.models_dir_hint('diffusion_models')}) or models/diffusers ({bridge.models_dir_hint('diffusers')}). "
-        f"{EXPECTED}")
+        f"{expected}")
 
 
 def resolve_vae(name: str, transformer_path: str, download_if_missing: bool = False, fetch: bool = True) -> str | None:
     if name in (None, "", VAE_FROM_FOLDER):
-        if os.path.isdir(transformer_path):
+        if anisora_loader.folder_has_vae(transformer_path):
             return None
         raise AnimeVideoModelError(
-            f"vae_name: a single-file transformer needs its VAE; pick the Wan2.1 VAE (Wan2.1_VAE.pth or "
+            f"vae_name: this transformer has no VAE beside it; pick the Wan2.1 VAE (Wan2.1_VAE.pth or "
             f"wan_2.1_vae.safetensors) from models/vae ({bridge.models_dir_hint('vae')}). '{VAE_FROM_FOLDER}' "
-            "only works with a diffusers folder.")
+            "only works with a diffusers folder (vae/) or a native release folder that ships Wan2.1_VAE.pth.")
     return resolve_model_file(name, "vae", "vae_name", lambda: (
         f"vae_name: '{name}' was not found in models/vae ({bridge.models_dir_hint('vae')}). Expected the Wan2.1 "
         "VAE (Wan2.1_VAE.pth from IndexTeam/Index-anisora or Wan-AI/Wan2.1-I2V-14B-480P, or "
@@ -122,7 +131,8 @@ class AnimeVideoLoadAniSora:
                 "vae_name": (vaes, {
                     "default": default_vae(vaes), "tooltip": "The Wan2.1 VAE from models/vae (Wan2.1_VAE.pth or wan_2.1_vae.safetensors). "
                                f"'{VAE_FROM_FOLDER}': use the vae/ inside a diffusers folder."}),
-                "dtype": (DTYPES, {"default": "auto", "tooltip": "Transformer precision. auto: bf16 on a GPU "
+                "dtype": (DTYPES, {"default": "auto", "tooltip": "Transformer precision. auto: an fp8 file "
+                                   "(Kijai's fp8_e4m3fn, ComfyUI's fp8_scaled) stays fp8; otherwise bf16 on a GPU "
                                    "(fp16 without bf16 support), fp32 on the CPU. fp8_e4m3fn keeps the block "
                                    "weights in 8 bits (about 16 GB for 14B) and upcasts each layer as it runs. "
                                    "The VAE always runs in fp32."}),

@@ -72,6 +72,7 @@ def writers():
 
     Each method's ``tiny`` module owns its files; adding a method adds one entry here."""
     from animevideo.pipelines.backbones.wan import tiny as anisora_tiny
+    from animevideo.pipelines.backbones.wan import tiny22 as anisora_wan22_tiny
     from animevideo.pipelines.backbones.cogvideox import tiny as cogvideox_tiny
     from animevideo.pipelines.ganime import tiny as ganime_tiny
     from animevideo.pipelines.interpolate import tiny as interp_tiny
@@ -88,6 +89,7 @@ def writers():
         (list(lineart_tiny.TINY_FILES), lineart_tiny.write_tiny_lineart),
         (list(lvcd_tiny.TINY_FILES), lvcd_tiny.write_tiny_lvcd),
         (list(anisora_tiny.TINY_FILES), anisora_tiny.write_tiny_anisora),
+        (list(anisora_wan22_tiny.TINY_FILES), anisora_wan22_tiny.write_tiny_wan22),
         (list(cogvideox_tiny.TINY_FILES), cogvideox_tiny.write_tiny_cogvideox),
         (list(metrics_tiny.TINY_FILES), metrics_tiny.write_tiny_metrics),
     ]

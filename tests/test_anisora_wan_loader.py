@@ -252,3 +252,156 @@ def test_real_size_layouts_round_trip_on_meta():
     assert {k: v.shape for k, v in vback.items()} == {k: v.shape for k, v in vsd.items()}
     assert wan_keys.vae_config(vback) == dict(base_dim=96, z_dim=16, dim_mult=[1, 2, 4, 4], num_res_blocks=2,
                                               attn_scales=[], temperal_downsample=[False, True, True])
+
+
+# ---------------------------------------------------------------------------------------------
+# Native folders as Wan-AI publishes them: config.json + shards + index
+# ---------------------------------------------------------------------------------------------
+
+@pytest.fixture()
+def sharded_folder(tmp_path, tiny_parts):
+    tr, vae = tiny_parts
+    folder = tmp_path / "Wan2.1-I2V-14B-480P"
+    shards = tiny.write_native_folder(str(folder), tr, num_shards=3)
+    tiny.write_native_vae(str(folder / "Wan2.1_VAE.pth"), vae)
+    return folder, shards
+
+
+def test_sharded_native_folder_loads_exactly(sharded_folder, tiny_parts):
+    folder, shards = sharded_folder
+    tr, vae = tiny_parts
+    assert shards == [f"diffusion_pytorch_model-0000{i}-of-00003.safetensors" for i in (1, 2, 3)]
+    assert loader.is_anisora_folder(str(folder)) and loader.detect_backbone(str(folder)) == "wan"
+    m = loader.load_anisora(str(folder), None, "fp32")  # the VAE the folder ships
+    assert_same(tr, m.transformer)
+    assert_same(vae, m.vae)
+
+
+def test_a_shard_listed_as_a_file_loads_the_whole_set(sharded_folder, tiny_parts):
+    """ComfyUI lists every shard in models/diffusion_models as a file; picking any of them loads all shards
+    through the index (one shard alone is a third of the weights)."""
+    folder, shards = sharded_folder
+    t = loader.load_wan_transformer(str(folder / shards[1]), torch.float32)
+    assert_same(tiny_parts[0], t)
+
+
+def test_missing_or_foreign_shard_is_named(sharded_folder):
+    import json
+
+    folder, shards = sharded_folder
+    index = folder / "diffusion_pytorch_model.safetensors.index.json"
+    data = json.loads(index.read_text())
+    moved = next(k for k, v in data["weight_map"].items() if v == shards[2])
+    data["weight_map"][moved] = shards[0]  # the index says shard 1 holds a tensor it does not
+    index.write_text(json.dumps(data))
+    with pytest.raises(AnimeVideoModelError,
+                       match="shard .*-00001-of-00003.safetensors. does not hold what .*index.json lists"):
+        loader.load_wan_transformer(str(folder), torch.float32)
+    (folder / shards[2]).unlink()
+    with pytest.raises(AnimeVideoModelError, match=f"shard '{shards[2]}'.* is missing"):
+        loader.load_wan_transformer(str(folder), torch.float32)
+    data["weight_map"][moved] = "../elsewhere.safetensors"
+    index.write_text(json.dumps(data))
+    with pytest.raises(AnimeVideoModelError, match="not a file name"):
+        loader.load_wan_transformer(str(folder), torch.float32)
+
+
+def test_native_folder_without_vae_asks_for_one(tmp_path, tiny_parts):
+    folder = tmp_path / "V3"
+    tiny.write_native_folder(str(folder), tiny_parts[0], num_shards=1)
+    with pytest.raises(AnimeVideoModelError, match="vae_name"):
+        loader.load_anisora(str(folder), None, "fp32")
+
+
+# ---------------------------------------------------------------------------------------------
+# dtype: auto keeps fp8 files in fp8; ComfyUI's fp8_scaled files
+# ---------------------------------------------------------------------------------------------
+
+def forward(t, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(1, 36, 2, 4, 4, generator=g)
+    kw = dict(timestep=torch.tensor([500]), encoder_hidden_states=torch.randn(1, 16, tiny.TINY_TEXT_DIM, generator=g),
+              encoder_hidden_states_image=torch.randn(1, 257, tiny.TINY_IMAGE_DIM, generator=g), return_dict=False)
+    with torch.no_grad():
+        return t(hidden_states=x, **kw)[0]
+
+
+def test_auto_keeps_an_fp8_file_in_fp8(tmp_path, tiny_parts):
+    tr, vae = tiny_parts
+    path, vpath = str(tmp_path / "kijai_fp8_e4m3fn.safetensors"), str(tmp_path / "vae.safetensors")
+    tiny.write_native_transformer(path, tr, dtype=torch.float8_e4m3fn)
+    tiny.write_native_vae(vpath, vae)
+    assert loader.resolve_dtype("auto", torch.device("cpu"), torch.float8_e4m3fn) == (torch.float32,
+                                                                                    torch.float8_e4m3fn)
+    m = loader.load_wan(path, vpath, "auto")
+    linear = m.transformer.blocks[0].attn1.to_q.weight
+    assert linear.dtype == torch.float8_e4m3fn and m.dtype == torch.float32
+    assert m.extras["storage_dtype"] == torch.float8_e4m3fn
+    explicit = loader.load_wan(path, vpath, "fp8_e4m3fn").transformer
+    assert torch.equal(forward(m.transformer), forward(explicit))
+    # a bf16 file under auto is not upcast-stored: fp32 compute on the CPU, no fp8 storage
+    tiny.write_native_transformer(path, tr, dtype=torch.bfloat16)
+    assert loader.load_wan(path, vpath, "auto").extras["storage_dtype"] is None
+
+
+def scaled_fp8_file(path, tr, new_format=False, prefix="", fmt="float8_e4m3fn"):
+    """ComfyUI's fp8_scaled layout: every Linear weight fp8 with a float32 per-tensor scale (old: .scale_weight
+    + the scaled_fp8 marker; new: .weight_scale + a comfy_quant JSON tensor per layer). Returns the dequantised
+    native state dict (what the file means)."""
+    import json
+
+    from safetensors.torch import save_file
+
+    native = wan_keys.transformer_to_native({k: v.detach().clone() for k, v in tr.state_dict().items()})
+    linears = {wan_keys.transformer_to_native({f"{n}.weight": torch.zeros(1)}).popitem()[0]
+               for n, mod in tr.named_modules() if isinstance(mod, torch.nn.Linear)}
+    out, meaning = {}, dict(native)
+    for k, v in native.items():
+        if k in linears:
+            scale = (v.abs().amax().float() / 448.0).clamp(min=1e-12)
+            q = (v / scale).to(torch.float8_e4m3fn)
+            layer = k[:-len(".weight")]
+            out[prefix + k] = q
+            if new_format:
+                out[prefix + layer + ".weight_scale"] = scale
+                out[prefix + layer + ".comfy_quant"] = torch.tensor(list(json.dumps({"format": fmt}).encode()),
+                                                                    dtype=torch.uint8)
+            else:
+                out[prefix + layer + ".scale_weight"] = scale
+                out[prefix + layer + ".scale_input"] = torch.ones(())
+            meaning[k] = q.float() * scale
+        else:
+            out[prefix + k] = v.contiguous()
+    if not new_format:
+        out[prefix + "scaled_fp8"] = torch.empty(0, dtype=torch.float8_e4m3fn)
+    save_file(out, path)
+    return meaning
+
+
+@pytest.mark.parametrize("new_format,prefix", [(False, "model.diffusion_model."), (True, "")])
+def test_comfyui_fp8_scaled_file_loads(tmp_path, tiny_parts, new_format, prefix):
+    tr, vae = tiny_parts
+    path = str(tmp_path / "wan2.1_i2v_480p_14B_fp8_scaled.safetensors")
+    meaning = scaled_fp8_file(path, tr, new_format, prefix)
+    reference = tiny.build_tiny_transformer(0)
+    reference.load_state_dict(wan_keys.transformer_to_diffusers(meaning))
+    # fp32: every weight dequantised at load, exactly weight * scale
+    t32 = loader.load_wan_transformer(path, torch.float32)
+    assert_same(reference, t32)
+    # auto keeps it fp8: block linears stay 8-bit with their scale; outside the blocks dequantised at load
+    compute, storage = loader.resolve_dtype("auto", torch.device("cpu"), loader.wan_loader.stored_dtype(path))
+    assert storage == torch.float8_e4m3fn
+    t8 = loader.load_wan_transformer(path, compute, storage)
+    q = t8.blocks[1].ffn.net[2]
+    assert q.weight.dtype == torch.float8_e4m3fn and q.scale_weight.dtype == torch.float32
+    assert t8.condition_embedder.text_embedder.linear_1.weight.dtype == torch.float32
+    assert "scale_weight" not in "".join(t8.state_dict())  # a non-persistent buffer: the layout stays diffusers'
+    a, b = forward(t8), forward(reference)
+    assert (a - b).abs().max() <= 1e-5 * max(1.0, b.abs().max().item()), (a - b).abs().max()
+
+
+def test_other_comfyui_quantisations_are_refused_by_name(tmp_path, tiny_parts):
+    path = str(tmp_path / "nvfp4.safetensors")
+    scaled_fp8_file(path, tiny_parts[0], new_format=True, fmt="nvfp4")
+    with pytest.raises(AnimeVideoModelError, match="quantised file in nvfp4"):
+        loader.load_wan_transformer(path, torch.float32)

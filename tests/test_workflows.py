@@ -24,7 +24,8 @@ EXAMPLES = os.path.join(ROOT, "example_inputs")
 OUR_PREFIX = "AnimeVideo"
 WIDGET_TYPES = ("INT", "FLOAT", "STRING", "BOOLEAN", "COMBO")
 # Combo lists that depend on what is installed (model folders), so a literal may be absent in CI.
-DYNAMIC_COMBOS = {"ckpt_name", "model_name", "vqgan_name", "transformer_name", "vae_name", "lvcd_name"}
+DYNAMIC_COMBOS = {"ckpt_name", "model_name", "vqgan_name", "transformer_name", "vae_name", "lvcd_name", "high_noise_name",
+                  "low_noise_name"}
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp")
 VIDEO_EXTENSIONS = (".mp4", ".webm", ".mkv", ".mov")
 # Core nodes whose widget inputs name a file in ComfyUI's input/ folder.

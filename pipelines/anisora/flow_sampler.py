@@ -72,20 +72,24 @@ def cfg_combine(cond: torch.Tensor, uncond: torch.Tensor, scale: float) -> torch
 
 
 def sample(velocity: Callable[[torch.Tensor, torch.Tensor, bool], torch.Tensor], latents: torch.Tensor,
-           scheduler, steps: int, cfg: float, on_step: Callable[[int, int], None] | None = None,
+           scheduler, steps: int, cfg: float | Callable[[torch.Tensor], float],
+           on_step: Callable[[int, int], None] | None = None,
            on_denoised: Callable[[int, int, torch.Tensor], None] | None = None) -> torch.Tensor:
     """Integrate from noise ``latents`` (float32). ``velocity(x, t, positive)`` is the transformer's
-    prediction with the positive (True) or negative (False) prompt; cfg <= 1 skips the negative pass.
+    prediction with the positive (True) or negative (False) prompt; cfg <= 1 skips the negative pass. ``cfg``
+    may be a function of the timestep (Wan2.2: each expert has its own guidance, as native Wan2.2 runs it).
     ``on_denoised(step, total, x0)`` gets each step's clean estimate x0 = x − σ·v (σ = t / 1000), for previews."""
     if steps < 1:
         raise AnimeVideoInputError(f"steps: {steps} must be at least 1.")
+    cfg_at = cfg if callable(cfg) else (lambda t: cfg)
     scheduler.set_timesteps(int(steps), device=latents.device)
     timesteps = scheduler.timesteps
     total = len(timesteps)
     for i, t in enumerate(timesteps):
         pred = velocity(latents, t, True)
-        if cfg > 1.0:
-            pred = cfg_combine(pred, velocity(latents, t, False), cfg)
+        scale = float(cfg_at(t))
+        if scale > 1.0:
+            pred = cfg_combine(pred, velocity(latents, t, False), scale)
         if on_denoised is not None:
             sigma = float(t) / scheduler.config.num_train_timesteps
             on_denoised(i + 1, total, latents - sigma * pred.float())

@@ -21,13 +21,17 @@ class AniSoraModel:
     dtype: torch.dtype
     source: str
     extras: dict = field(default_factory=dict)
+    # Wan2.2-I2V-A14B (AniSora V3.2): ``transformer`` is the high-noise expert, ``transformer_2`` the low-noise
+    # one; timesteps t >= boundary_ratio * 1000 go to the first (diffusers' WanImageToVideoPipeline convention).
+    transformer_2: torch.nn.Module | None = None
+    boundary_ratio: float | None = None
 
     @property
     def device(self) -> torch.device:
         return next(self.transformer.parameters()).device
 
     def modules_for_memory(self):
-        return [self.transformer, self.vae]
+        return [self.transformer] + ([self.transformer_2] if self.transformer_2 is not None else []) + [self.vae]
 
     def to(self, device) -> "AniSoraModel":
         for m in self.modules_for_memory():
@@ -51,6 +55,7 @@ class AniSoraRequest:
     num_frames: int = 81  # 4k+1
     steps: int = 8
     cfg: float = 1.0  # <= 1: no unconditional pass (distilled weights: AniSora V3 uses 8 steps, guidance 1)
+    cfg_low_noise: float | None = None  # Wan2.2 experts: the low-noise expert's guidance (None: cfg, as diffusers)
     shift: float = 5.0
     seed: int = 0
     sampler: str = "unipc"  # "unipc" or "euler" (flow matching)

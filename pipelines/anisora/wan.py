@@ -1,4 +1,7 @@
-"""AniSora V2/V3/anymask on the Wan2.1-I2V backbone: guide -> packed condition -> flow matching -> frames.
+"""AniSora on the Wan backbone: guide -> packed condition -> flow matching -> frames. V2/V3/anymask run on
+Wan2.1-I2V (one transformer, CLIP-image tokens); V3.2 on Wan2.2-I2V-A14B (a high-noise and a low-noise expert
+switched at the boundary timestep, no CLIP-image branch), as diffusers' ``WanImageToVideoPipeline`` with
+``transformer_2`` and ``boundary_ratio`` does.
 
 ``generate(model, guide, text, request, hooks)`` is the backbone entry point the AniSora sampler node calls.
 With only a first-frame guide it computes exactly what diffusers' ``WanImageToVideoPipeline`` computes with the
@@ -7,6 +10,7 @@ keyframes elsewhere and motion masks only change the packed mask and the guide v
 """
 from __future__ import annotations
 
+import contextlib
 
 import torch
 
@@ -30,6 +34,8 @@ def check_text(model: AniSoraModel, text: TextConditioning, cfg: float):
                 "file umt5_xxl_fp8_e4m3fn_scaled.safetensors (or fp16).")
     if cfg > 1.0 and text.negative is None:
         raise AnimeVideoInputError("negative: cfg > 1 needs a negative prompt's CONDITIONING (or set cfg to 1).")
+    if model.transformer_2 is not None and model.transformer_2.config.text_dim != cfg_t.text_dim:
+        raise AnimeVideoModelError("The two Wan2.2 experts take prompt embeddings of different sizes.")
     if cfg_t.image_dim is not None:
         if text.image_embeds is None:
             raise AnimeVideoInputError(
@@ -55,6 +61,44 @@ def encode_condition(model: AniSoraModel, cond: packing.WanCondition, hooks: Ani
     return torch.cat([cond.mask.to(guide_latent.device), guide_latent], dim=1)
 
 
+class ExpertSwitch:
+    """Which transformer a timestep goes to: Wan2.1 has one; Wan2.2-I2V-A14B sends t >= boundary·1000 to the
+    high-noise expert and the rest to the low-noise one (diffusers' WanImageToVideoPipeline and native Wan2.2
+    alike). With the hooks' devices set, only the expert at work sits on the device."""
+
+    def __init__(self, model: AniSoraModel, hooks: AniSoraHooks):
+        self.high, self.low = model.transformer, model.transformer_2
+        self.boundary = None
+        if self.low is not None:
+            ratio = model.boundary_ratio
+            if ratio is None or not 0.0 < ratio < 1.0:
+                raise AnimeVideoModelError(f"Wan2.2 experts need a boundary ratio between 0 and 1, got {ratio}.")
+            self.boundary = ratio * flow_sampler.NUM_TRAIN_TIMESTEPS
+        self.hooks = hooks
+        self.current = None
+        self._placement = None
+
+    def is_high_noise(self, t) -> bool:
+        return self.boundary is None or float(t) >= self.boundary
+
+    def expert_for(self, t) -> torch.nn.Module:
+        return self.high if self.is_high_noise(t) else self.low
+
+    def use(self, t) -> torch.nn.Module:
+        module = self.expert_for(t)
+        if module is not self.current:
+            self.close()  # park the expert that is done before the next one comes in
+            self._placement = contextlib.ExitStack()
+            self._placement.enter_context(on_device(module, self.hooks))
+            self.current = module
+        return module
+
+    def close(self):
+        if self._placement is not None:
+            self._placement.close()
+        self._placement, self.current = None, None
+
+
 def sample_latents(model: AniSoraModel, condition: torch.Tensor, text: TextConditioning, request: AniSoraRequest,
                    hooks: AniSoraHooks, noise: torch.Tensor | None = None) -> torch.Tensor:
     transformer = model.transformer
@@ -67,20 +111,29 @@ def sample_latents(model: AniSoraModel, condition: torch.Tensor, text: TextCondi
             f"gives {z + condition.shape[1]} (16 noise + 4 mask + 16 guide).")
     if noise is None:
         noise = initial_noise((1, z, t_lat, h, w), request.seed)
-    with on_device(transformer, hooks):
-        dev = next(transformer.parameters()).device
+    experts = ExpertSwitch(model, hooks)
+    try:
+        dev = torch.device(hooks.device) if hooks.device is not None else next(transformer.parameters()).device
         latents = noise.to(dev, torch.float32)
         cond = condition.to(dev, torch.float32)
         pos = pad_prompt_embeds(text.positive, MAX_TEXT_TOKENS).to(dev, dtype)
         neg = None if text.negative is None else pad_prompt_embeds(text.negative, MAX_TEXT_TOKENS).to(dev, dtype)
-        img = None if text.image_embeds is None else text.image_embeds.to(dev, dtype)
+        # Wan2.2-I2V-A14B has no CLIP-image branch (diffusers passes no image tokens to it either)
+        img = None if text.image_embeds is None or transformer.config.image_dim is None \
+            else text.image_embeds.to(dev, dtype)
 
         def velocity(x, t, positive):
+            current = experts.use(t)
             inp = torch.cat([x, cond], dim=1).to(dtype)
             with torch.no_grad():
-                return transformer(hidden_states=inp, timestep=t.expand(x.shape[0]),
-                                   encoder_hidden_states=pos if positive else neg,
-                                   encoder_hidden_states_image=img, return_dict=False)[0]
+                return current(hidden_states=inp, timestep=t.expand(x.shape[0]),
+                               encoder_hidden_states=pos if positive else neg,
+                               encoder_hidden_states_image=img, return_dict=False)[0]
+
+        cfg_low = request.cfg if request.cfg_low_noise is None else request.cfg_low_noise
+
+        def cfg_at(t):
+            return request.cfg if experts.is_high_noise(t) else cfg_low
 
         scheduler = flow_sampler.make_scheduler(request.sampler, request.shift)
         on_denoised = None
@@ -92,8 +145,10 @@ def sample_latents(model: AniSoraModel, condition: torch.Tensor, text: TextCondi
 
             on_denoised = preview
 
-        latents = flow_sampler.sample(velocity, latents, scheduler, request.steps, request.cfg, hooks.on_step,
+        latents = flow_sampler.sample(velocity, latents, scheduler, request.steps, cfg_at, hooks.on_step,
                                       on_denoised)
+    finally:
+        experts.close()
     return latents.float()
 
 
@@ -116,6 +171,25 @@ def set_tiling(vae, enabled: bool):
         vae.disable_tiling()
 
 
+def backbone_name(model: AniSoraModel) -> str:
+    if model.transformer_2 is not None:
+        return "Wan2.2-I2V-A14B backbone, high- and low-noise experts"
+    return "Wan2.1-I2V backbone"
+
+
+def expert_note(model: AniSoraModel, request: AniSoraRequest) -> str:
+    """Which steps each Wan2.2 expert ran (from the sampler's own timesteps)."""
+    scheduler = flow_sampler.make_scheduler(request.sampler, request.shift)
+    scheduler.set_timesteps(int(request.steps))
+    switch = ExpertSwitch(model, AniSoraHooks())
+    high = sum(1 for t in scheduler.timesteps if switch.is_high_noise(t))
+    return (f"experts: high-noise steps 1-{high}, low-noise steps {high + 1}-{len(scheduler.timesteps)} "
+            f"(boundary {model.boundary_ratio:g}: t >= {switch.boundary:g} is high-noise)"
+            if 0 < high < len(scheduler.timesteps) else
+            f"experts: all {len(scheduler.timesteps)} steps on the {'high' if high else 'low'}-noise expert "
+            f"(boundary {model.boundary_ratio:g})")
+
+
 def generate(model: AniSoraModel, guide, text: TextConditioning, request: AniSoraRequest,
              hooks: AniSoraHooks | None = None) -> AniSoraResult:
     hooks = hooks or AniSoraHooks()
@@ -132,11 +206,13 @@ def generate(model: AniSoraModel, guide, text: TextConditioning, request: AniSor
     with on_device(model.vae, hooks):
         frames = packing.decode_latents(model.vae, latents)
     cfg_note = (f"cfg {request.cfg:g}" if request.cfg > 1 else "cfg 1 (no unconditional pass)")
-    info = "\n".join([
-        f"AniSora (Wan2.1-I2V backbone, {model.source}): {request.width}x{request.height}, "
-        f"{request.steps} {request.sampler} steps, shift {request.shift:g}, {cfg_note}, seed {request.seed}",
-        cond.describe(),
-    ])
+    lines = [f"AniSora ({backbone_name(model)}, {model.source}): {request.width}x{request.height}, "
+             f"{request.steps} {request.sampler} steps, shift {request.shift:g}, {cfg_note}, seed {request.seed}"]
+    if model.transformer_2 is not None:
+        lines.append(expert_note(model, request))
+        if text.image_embeds is not None:
+            lines.append("clip_vision_output: not used (Wan2.2-I2V-A14B has no CLIP-image branch).")
+    info = "\n".join(lines + [cond.describe()])
     mean, std = packing.latents_mean_std(model.vae, latents.device, latents.dtype)
     raw = packing.denormalize_latent(latents, mean, std).cpu()
     return AniSoraResult(frames=frames, info=info, latents=raw)

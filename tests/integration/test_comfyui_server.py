@@ -505,6 +505,8 @@ MULTI_SEGMENT = {
     # core's Wan nodes name the clip length `length` (so does Image From Batch elsewhere: set it only here)
     "anisora_core_keyframe_inbetween": {"length": 5},
     "anisora_core_localized_animation": {"length": 5},
+    # two KSamplerAdvanced passes split at step 3: 4 steps leave the low-noise expert one step to run
+    "anisora_v32_wan22_core": {"length": 5, "steps": 4},
 }
 # Workflows whose model needs another frame count than SMALL's 3 to sample a real clip: AniSora V1 takes 8k+1
 # frames (3 would snap to 1), 9 = the tiny V1's trained 3 latent frames.
@@ -527,6 +529,8 @@ EXPECTED_VIDEO = {
     "anisora_core_keyframe_inbetween": {"frames": 5, "width": 64, "height": 64},  # core's KSampler + VAEDecode
     "anisora_clip_extension": {"frames": 9, "width": 64, "height": 64},  # 5 + 5 frames, the shared one once
     "anisora_core_localized_animation": {"frames": 5, "width": 64, "height": 64},
+    "anisora_v32_wan22_keyframes": {"frames": 5, "width": 64, "height": 64},  # two experts, our sampler
+    "anisora_v32_wan22_core": {"frames": 5, "width": 64, "height": 64},  # core's two KSamplerAdvanced passes
     "anisora_v1_image_to_video": {"frames": 9, "width": 64, "height": 64},  # 8k+1 = the tiny V1's 3 latent frames
     "anisora_interpolate_upscale": {"frames": 10, "width": 256, "height": 256},  # 5 frames, x2, x4
     # the example video (12 frames, 256x144, 12 fps, with sound): x2, x4
@@ -539,6 +543,8 @@ EXPECTED_INFO = {
     # the example video's held drawings survive H.264: dedup still sees the clip on twos
     "video_interpolate_upscale_keep_audio": {"4": "6 distinct drawings in 12 frames, on twos"},
     "anisora_interpolate_upscale": {"17": "Frame 0: keyframe, strength 1."},
+    # 2 unipc steps at shift 5: t = 999 on the high-noise expert, 833 on the low-noise one
+    "anisora_v32_wan22_keyframes": {"12": "experts: high-noise steps 1-1, low-noise steps 2-2"},
 }
 # Workflows that load the example video and must save its sound track with the new frames.
 KEEPS_SOURCE_AUDIO = {"video_interpolate_upscale_keep_audio", "lvcd_colorize_video"}

@@ -104,3 +104,43 @@ def write_tiny_anisora(models_dir: str, seed: int = 0) -> list[str]:
     write_native_transformer(os.path.join(models_dir, TRANSFORMER_FILE), transformer)
     write_native_vae(os.path.join(models_dir, VAE_FILE), vae)
     return list(TINY_FILES)
+
+
+def native_config(transformer) -> dict:
+    """The config.json Wan-AI ships beside native weights (WanModel's arguments)."""
+    c = transformer.config
+    return {"_class_name": "WanModel", "_diffusers_version": "0.33.0",
+            "dim": c.num_attention_heads * c.attention_head_dim, "eps": c.eps, "ffn_dim": c.ffn_dim,
+            "freq_dim": c.freq_dim, "in_dim": c.in_channels, "model_type": "i2v",
+            "num_heads": c.num_attention_heads, "num_layers": c.num_layers, "out_dim": c.out_channels,
+            "text_len": 512}
+
+
+def write_native_folder(path: str, transformer, num_shards: int = 2, dtype: torch.dtype | None = None) -> list[str]:
+    """A native Wan folder as Wan-AI publishes one: config.json, the weights in ``num_shards``
+    diffusion_pytorch_model-0000k-of-0000n.safetensors files and diffusion_pytorch_model.safetensors.index.json
+    (its weight_map: tensor name -> shard). Returns the shard names."""
+    import json
+
+    from safetensors.torch import save_file
+
+    sd = {k: v.detach().contiguous() for k, v in transformer.state_dict().items()}
+    if dtype is not None:
+        sd = {k: v.to(dtype) for k, v in sd.items()}
+    native = wan_keys.transformer_to_native(sd)
+    keys = list(native)
+    os.makedirs(path, exist_ok=True)
+    shards, weight_map = [], {}
+    per = -(-len(keys) // num_shards)
+    for i in range(num_shards):
+        name = f"diffusion_pytorch_model-{i + 1:05d}-of-{num_shards:05d}.safetensors"
+        part = {k: native[k] for k in keys[i * per:(i + 1) * per]}
+        save_file(part, os.path.join(path, name), metadata={"format": "pt"})
+        weight_map.update({k: name for k in part})
+        shards.append(name)
+    total = sum(v.numel() * v.element_size() for v in native.values())
+    with open(os.path.join(path, "diffusion_pytorch_model.safetensors.index.json"), "w") as f:
+        json.dump({"metadata": {"total_size": total}, "weight_map": weight_map}, f, indent=2)
+    with open(os.path.join(path, "config.json"), "w") as f:
+        json.dump(native_config(transformer), f, indent=2)
+    return shards
