@@ -505,6 +505,9 @@ MULTI_SEGMENT = {
     # core's Wan nodes name the clip length `length` (so does Image From Batch elsewhere: set it only here)
     "anisora_core_keyframe_inbetween": {"length": 5},
     "anisora_core_localized_animation": {"length": 5},
+    # four keyframes at frames 0, 27, 54 and -1 (= 56): the shortest 4k+1 clip that holds them
+    "anisora_core_storyboard": {"length": 57, "num_frames": 57},
+    "svd_core_guide": {"video_frames": 3},  # core's SVD_img2vid_Conditioning and our patch name it video_frames
 }
 # Workflows whose model needs another frame count than SMALL's 3 to sample a real clip: AniSora V1 takes 8k+1
 # frames (3 would snap to 1), 9 = the tiny V1's trained 3 latent frames.
@@ -527,6 +530,7 @@ EXPECTED_VIDEO = {
     "anisora_core_keyframe_inbetween": {"frames": 5, "width": 64, "height": 64},  # core's KSampler + VAEDecode
     "anisora_clip_extension": {"frames": 9, "width": 64, "height": 64},  # 5 + 5 frames, the shared one once
     "anisora_core_localized_animation": {"frames": 5, "width": 64, "height": 64},
+    "anisora_core_storyboard": {"frames": 57, "width": 64, "height": 64},
     "anisora_v1_image_to_video": {"frames": 9, "width": 64, "height": 64},  # 8k+1 = the tiny V1's 3 latent frames
     "anisora_interpolate_upscale": {"frames": 10, "width": 256, "height": 256},  # 5 frames, x2, x4
     # the example video (12 frames, 256x144, 12 fps, with sound): x2, x4
