@@ -5,7 +5,7 @@ keyframes with the girl a third and two thirds of the way across.
     python scripts/make_storyboard_examples.py [OUT_DIR]     (default: example_inputs/)
 
 With animevideo_example_keyframe_first.png (standing on the left) and ..._last.png (on the right, waving and
-smiling) they make four storyboard panels: walking (frame 27 of 81), raising her hand (frame 54).
+smiling) they make four storyboard panels: walking (frame 24 of 81), raising her hand (frame 56).
 Drawn by scripts/make_ganime_examples.py's draw_keyframe (fixed coordinates, no randomness or fonts).
 """
 from __future__ import annotations

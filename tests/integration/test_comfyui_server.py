@@ -505,8 +505,8 @@ MULTI_SEGMENT = {
     # core's Wan nodes name the clip length `length` (so does Image From Batch elsewhere: set it only here)
     "anisora_core_keyframe_inbetween": {"length": 5},
     "anisora_core_localized_animation": {"length": 5},
-    # four keyframes at frames 0, 27, 54 and -1 (= 56): the shortest 4k+1 clip that holds them
-    "anisora_core_storyboard": {"length": 57, "num_frames": 57},
+    # four keyframes at frames 0, 24, 56 and -1: 65 frames (8k+1) end on frame 64, AniSora's 8-frame grid
+    "anisora_core_storyboard": {"length": 65, "num_frames": 65},
     "svd_core_guide": {"video_frames": 3},  # core's SVD_img2vid_Conditioning and our patch name it video_frames
 }
 # Workflows whose model needs another frame count than SMALL's 3 to sample a real clip: AniSora V1 takes 8k+1
@@ -530,7 +530,7 @@ EXPECTED_VIDEO = {
     "anisora_core_keyframe_inbetween": {"frames": 5, "width": 64, "height": 64},  # core's KSampler + VAEDecode
     "anisora_clip_extension": {"frames": 9, "width": 64, "height": 64},  # 5 + 5 frames, the shared one once
     "anisora_core_localized_animation": {"frames": 5, "width": 64, "height": 64},
-    "anisora_core_storyboard": {"frames": 57, "width": 64, "height": 64},
+    "anisora_core_storyboard": {"frames": 65, "width": 64, "height": 64},
     "anisora_v1_image_to_video": {"frames": 9, "width": 64, "height": 64},  # 8k+1 = the tiny V1's 3 latent frames
     "anisora_interpolate_upscale": {"frames": 10, "width": 256, "height": 256},  # 5 frames, x2, x4
     # the example video (12 frames, 256x144, 12 fps, with sound): x2, x4
@@ -543,6 +543,7 @@ EXPECTED_INFO = {
     # the example video's held drawings survive H.264: dedup still sees the clip on twos
     "video_interpolate_upscale_keep_audio": {"4": "6 distinct drawings in 12 frames, on twos"},
     "anisora_interpolate_upscale": {"17": "Frame 0: keyframe, strength 1."},
+    "anisora_core_storyboard": {"20": "Frame 64 (frame_index -1): keyframe, strength 1."},
 }
 # Workflows that load the example video and must save its sound track with the new frames.
 KEEPS_SOURCE_AUDIO = {"video_interpolate_upscale_keep_audio", "lvcd_colorize_video"}
