@@ -20,9 +20,10 @@ from probes import run_probe
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 SMALL = {"width": 64, "height": 64, "length": 5, "steps": 2}
-# fp8 e4m3 keeps 3 mantissa bits (relative rounding up to 1/16 per weight): over two steps of the tiny model the
-# clip moves by a visible fraction of its scale, but stays the same clip (a wrong dtype path gives NaN or noise).
-FP8_MAX_RELATIVE_CHANGE = 0.5
+# fp8 e4m3 keeps 3 mantissa bits (relative rounding up to 1/16 per weight): two uni_pc steps of the tiny model
+# land 5.1% of the latents' scale away from the float32 run (measured: 6.55 of 129.0); a wrong dtype path gives NaN
+# or another clip. 3x the measured change.
+FP8_MAX_RELATIVE_CHANGE = 0.15
 
 
 def test_fp8_weights_are_float8_and_sample_the_same_clip_within_quantisation(comfy, tmp_path):
