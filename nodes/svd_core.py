@@ -9,6 +9,7 @@ from ..pipelines.errors import AnimeVideoInputError
 from ..pipelines.guides import Guide, fit_frame
 from ..pipelines.image_ops import FIT_MODES
 from ..pipelines.svd import guided
+from . import comfy_bridge as bridge
 from .guides import GUIDE
 
 CATEGORY = "AnimeVideo/SVD"
@@ -74,7 +75,11 @@ class AnimeVideoSVDGuideModelPatch:
         if process_in is None:
             raise AnimeVideoInputError("model: expected core's SVD MODEL (Image Only Checkpoint Loader).")
 
+        progress = bridge.Progress(2, desc="SVD guide")
+
         def encode(images):  # [N,3,H,W] 0..1 -> model-space latents, through core's VAE and latent format
+            progress.set(1)  # the guide is planned; the VAE pass over its pictures follows
+            bridge.check_interrupt()
             return process_in(vae.encode(images.permute(0, 2, 3, 1)[:, :, :, :3]).float())
 
         if init_image is not None:
@@ -84,9 +89,13 @@ class AnimeVideoSVDGuideModelPatch:
         else:
             raise AnimeVideoInputError("init_image: a motion mask without keyframes holds the static region from "
                                        "SVD_img2vid_Conditioning's init_image; connect it here too.")
-        plan = guided.plan_svd_guide(_LatentGeometry(factor, int(getattr(vae, "latent_channels", 4))), guide,
-                                     image.permute(2, 0, 1)[None], frames, fit,
-                                     "SVD_img2vid_Conditioning's init_image", encode=encode)
+        try:
+            plan = guided.plan_svd_guide(_LatentGeometry(factor, int(getattr(vae, "latent_channels", 4))), guide,
+                                         image.permute(2, 0, 1)[None], frames, fit,
+                                         "SVD_img2vid_Conditioning's init_image", encode=encode)
+            progress.set(2)
+        finally:
+            progress.close()
         if plan is None:
             raise AnimeVideoInputError("guide: it holds no keyframe and no motion mask.")
         replace = guided.replace_denoised(plan)

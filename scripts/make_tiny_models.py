@@ -79,6 +79,7 @@ def writers():
     from animevideo.pipelines.lineart import tiny as lineart_tiny
     from animevideo.pipelines.lvcd import tiny as lvcd_tiny
     from animevideo.pipelines.metrics import tiny as metrics_tiny
+    from animevideo.pipelines.svd import tiny_core as svd_core_tiny
     from animevideo.pipelines.upscale import tiny as upscale_tiny
 
     return [
@@ -92,6 +93,7 @@ def writers():
         (list(anisora_wan22_tiny.TINY_FILES), anisora_wan22_tiny.write_tiny_wan22),
         (list(cogvideox_tiny.TINY_FILES), cogvideox_tiny.write_tiny_cogvideox),
         (list(metrics_tiny.TINY_FILES), metrics_tiny.write_tiny_metrics),
+        (list(svd_core_tiny.TINY_FILES), svd_core_tiny.write_core_svd),  # core's Image Only Checkpoint Loader
     ]
 
 

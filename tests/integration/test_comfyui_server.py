@@ -507,6 +507,9 @@ MULTI_SEGMENT = {
     "anisora_core_localized_animation": {"length": 5},
     # two KSamplerAdvanced passes split at step 3: 4 steps leave the low-noise expert one step to run
     "anisora_v32_wan22_core": {"length": 5, "steps": 4},
+    # four keyframes at frames 0, 24, 56 and -1: 65 frames (8k+1) end on frame 64, AniSora's 8-frame grid
+    "anisora_core_storyboard": {"length": 65, "num_frames": 65},
+    "svd_core_guide": {"video_frames": 3},  # core's SVD_img2vid_Conditioning and our patch name it video_frames
 }
 # Workflows whose model needs another frame count than SMALL's 3 to sample a real clip: AniSora V1 takes 8k+1
 # frames (3 would snap to 1), 9 = the tiny V1's trained 3 latent frames.
@@ -531,6 +534,7 @@ EXPECTED_VIDEO = {
     "anisora_core_localized_animation": {"frames": 5, "width": 64, "height": 64},
     "anisora_v32_wan22_keyframes": {"frames": 5, "width": 64, "height": 64},  # two experts, our sampler
     "anisora_v32_wan22_core": {"frames": 5, "width": 64, "height": 64},  # core's two KSamplerAdvanced passes
+    "anisora_core_storyboard": {"frames": 65, "width": 64, "height": 64},
     "anisora_v1_image_to_video": {"frames": 9, "width": 64, "height": 64},  # 8k+1 = the tiny V1's 3 latent frames
     "anisora_interpolate_upscale": {"frames": 10, "width": 256, "height": 256},  # 5 frames, x2, x4
     # the example video (12 frames, 256x144, 12 fps, with sound): x2, x4
@@ -545,6 +549,7 @@ EXPECTED_INFO = {
     "anisora_interpolate_upscale": {"17": "Frame 0: keyframe, strength 1."},
     # 2 unipc steps at shift 5: t = 999 on the high-noise expert, 833 on the low-noise one
     "anisora_v32_wan22_keyframes": {"12": "experts: high-noise steps 1-1, low-noise steps 2-2"},
+    "anisora_core_storyboard": {"20": "Frame 64 (frame_index -1): keyframe, strength 1."},
 }
 # Workflows that load the example video and must save its sound track with the new frames.
 KEEPS_SOURCE_AUDIO = {"video_interpolate_upscale_keep_audio", "lvcd_colorize_video"}

@@ -70,6 +70,44 @@ class AVTestClipVisionEncode:
         return (FakeClipVisionOutput(torch.randn(1, IMAGE_TOKENS, int(dim), generator=g)),)
 
 
-NODE_CLASS_MAPPINGS = {"AVTestTextEncode": AVTestTextEncode, "AVTestClipVisionEncode": AVTestClipVisionEncode}
+# SVD's CLIP image embedding width (ViT-H/14 projection = core SVD's context_dim)
+SVD_IMAGE_EMBED_DIM = 1024
+
+
+class FakeClipVision:
+    """Core's CLIP_VISION contract as SVD_img2vid_Conditioning uses it: ``encode_image(image)`` -> an output
+    with ``image_embeds`` [N, 1024]."""
+
+    def __init__(self, dim: int = SVD_IMAGE_EMBED_DIM):
+        self.dim = dim
+
+    def encode_image(self, image, crop=True):
+        seed = int(float(image.float().mean()) * 1e6) % (2 ** 31)
+        g = torch.Generator().manual_seed(seed)
+        embeds = torch.randn(image.shape[0], self.dim, generator=g)
+        out = FakeClipVisionOutput(embeds[:, None].expand(-1, IMAGE_TOKENS, -1).contiguous())
+        out.image_embeds = embeds
+        return out
+
+
+class AVTestClipVisionLoader:
+    """Stands in for the CLIP_VISION output of core's Image Only Checkpoint Loader (a ViT-H in released SVD)."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {}, "optional": {"dim": ("INT", {"default": SVD_IMAGE_EMBED_DIM, "min": 1, "max": 8192,
+                                                             "tooltip": "Embedding width."})}}
+
+    RETURN_TYPES = ("CLIP_VISION",)
+    FUNCTION = "load"
+    CATEGORY = "testing/AnimeVideo"
+
+    def load(self, dim=SVD_IMAGE_EMBED_DIM):
+        return (FakeClipVision(int(dim)),)
+
+
+NODE_CLASS_MAPPINGS = {"AVTestTextEncode": AVTestTextEncode, "AVTestClipVisionEncode": AVTestClipVisionEncode,
+                       "AVTestClipVisionLoader": AVTestClipVisionLoader}
 NODE_DISPLAY_NAME_MAPPINGS = {"AVTestTextEncode": "Test Text Encode (AnimeVideo tests only)",
-                              "AVTestClipVisionEncode": "Test CLIP Vision Encode (AnimeVideo tests only)"}
+                              "AVTestClipVisionEncode": "Test CLIP Vision Encode (AnimeVideo tests only)",
+                              "AVTestClipVisionLoader": "Test CLIP Vision Loader (AnimeVideo tests only)"}

@@ -10,6 +10,10 @@ PACK_LINK_NAME = "zz_test_fake_encoders"  # not under the pack's own custom_node
 SWAPS = {"CLIPTextEncode": ("AVTestTextEncode", ("text",)),
          "CLIPVisionEncode": ("AVTestClipVisionEncode", ("image",))}
 DROPPED_LOADERS = ("CLIPLoader", "CLIPVisionLoader", "DualCLIPLoader")
+# Core's checkpoint loaders whose CLIP_VISION output (a ViT-H, which the tiny checkpoint lacks: core then
+# returns None) is rewired to the stand-in loader: (class_type, output slot)
+CLIP_VISION_OUTPUTS = {"ImageOnlyCheckpointLoader": 1}
+CLIP_VISION_STAND_IN = "AVTestClipVisionLoader"
 # Encoder file names the shipped workflows name; placeholders make the unmodified workflows validate.
 PLACEHOLDER_FILES = ("text_encoders/umt5_xxl_fp8_e4m3fn_scaled.safetensors", "clip_vision/clip_vision_h.safetensors",
                      "text_encoders/t5xxl_fp16.safetensors")  # the last: AniSora V1 (CogVideoX) takes T5-XXL
@@ -29,6 +33,15 @@ def swap_core_encoders(prompt: dict) -> dict:
             node["class_type"] = new_type
             node["inputs"] = {k: v for k, v in node["inputs"].items() if k in keep}
             node.setdefault("_meta", {})["title"] = f"{new_type} (test swap)"
+    stand_in = None
+    for node in list(out.values()):
+        for name, v in node["inputs"].items():
+            if _is_link(v) and CLIP_VISION_OUTPUTS.get(out[v[0]]["class_type"]) == v[1]:
+                if stand_in is None:
+                    stand_in = str(max(int(i) for i in out) + 1)
+                    out[stand_in] = {"class_type": CLIP_VISION_STAND_IN, "inputs": {},
+                                     "_meta": {"title": f"{CLIP_VISION_STAND_IN} (test swap)"}}
+                node["inputs"][name] = [stand_in, 0]
     used = {v[0] for n in out.values() for v in n["inputs"].values() if _is_link(v)}
     for node_id in [i for i, n in out.items() if n.get("class_type") in DROPPED_LOADERS and i not in used]:
         del out[node_id]
