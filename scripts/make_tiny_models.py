@@ -67,7 +67,7 @@ def _svd_writer(tmp: str, seed: int) -> list[str]:
     return list(SVD_FILES) + list(SVD_FOLDERS)
 
 
-def writers():
+def writers(with_core_sized: bool = False):
     """(relative paths, writer(root, seed) -> relative paths written under root) for every tiny model.
 
     Each method's ``tiny`` module owns its files; adding a method adds one entry here."""
@@ -93,13 +93,17 @@ def writers():
         (list(anisora_wan22_tiny.TINY_FILES), anisora_wan22_tiny.write_tiny_wan22),
         (list(cogvideox_tiny.TINY_FILES), cogvideox_tiny.write_tiny_cogvideox),
         (list(metrics_tiny.TINY_FILES), metrics_tiny.write_tiny_metrics),
-        (list(svd_core_tiny.TINY_FILES), svd_core_tiny.write_core_svd),  # core's Image Only Checkpoint Loader
-    ]
+    ] + ([(list(svd_core_tiny.TINY_FILES), svd_core_tiny.write_core_svd)] if with_core_sized else [])
 
 
-def write_all(models_dir: str, seed: int = 0) -> list[str]:
+# Written only where core's own loaders need them (the real-ComfyUI tests): core recognises SVD only at its
+# released widths, so this "tiny" one is 620 MB and would slow every unit-test session for nothing.
+CORE_SIZED = "--with-core-sized"
+
+
+def write_all(models_dir: str, seed: int = 0, with_core_sized: bool = False) -> list[str]:
     import_pack()
-    entries = writers()
+    entries = writers(with_core_sized)
     targets = [rel for rels, _ in entries for rel in rels]
     check_target(models_dir, targets)
     os.makedirs(models_dir, exist_ok=True)
@@ -132,9 +136,11 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("models_dir", help="a ComfyUI models/ layout to create (empty, or made by this script)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(CORE_SIZED, action="store_true",
+                    help="also write the models only core ComfyUI's loaders read (an SVD at its released widths, 620 MB)")
     args = ap.parse_args(argv)
     try:
-        for rel in write_all(args.models_dir, args.seed):
+        for rel in write_all(args.models_dir, args.seed, args.with_core_sized):
             print(os.path.join(args.models_dir, rel))
     except RefuseError as e:
         print(f"make_tiny_models: {e}", file=sys.stderr)

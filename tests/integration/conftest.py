@@ -308,7 +308,8 @@ class ComfyServer:
 
 def make_tiny_models(models_dir):
     """scripts/make_tiny_models.py, in a child process (the test process stays free of the models)."""
-    r = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "make_tiny_models.py"), models_dir],
+    r = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "make_tiny_models.py"), models_dir,
+                        "--with-core-sized"],
                        capture_output=True, text=True, timeout=600)
     if r.returncode != 0:
         raise RuntimeError(f"make_tiny_models.py failed ({r.returncode}):\n{r.stdout}\n{r.stderr}")
