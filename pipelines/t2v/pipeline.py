@@ -9,6 +9,7 @@ clip is an unconditional sample).
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -33,6 +34,10 @@ class T2VRequest:
     scheduler: str = "as released"
     fps: int = 16  # I2VGen-XL's frame-rate condition (diffusers' target_fps); ModelScope has none
     decode_chunk_size: int = 8
+    # Text embeddings made elsewhere (core's CLIP Text Encode on the same OpenCLIP-H tower): [1, T, width];
+    # each one given replaces the encoding of its text
+    prompt_embeds: torch.Tensor | None = None
+    negative_embeds: torch.Tensor | None = None
 
 
 @dataclass
@@ -99,22 +104,54 @@ def encode_text(model: T2VModel, texts: list[str], clip_skip: int | None) -> tor
     return out.to(te.dtype)
 
 
+def check_embeds(model: T2VModel, name: str, embeds: torch.Tensor) -> torch.Tensor:
+    width = model.unet.config.cross_attention_dim
+    if not isinstance(embeds, torch.Tensor) or embeds.ndim != 3 or embeds.shape[0] != 1 or embeds.shape[-1] != width:
+        shape = tuple(embeds.shape) if isinstance(embeds, torch.Tensor) else type(embeds).__name__
+        raise AnimeVideoInputError(
+            f"{name}: a text conditioning of shape {shape}; this {model.kind} needs [1, tokens, {width}] from its "
+            f"OpenCLIP ViT-H text tower (core's Load CLIP, type stable_diffusion, on the folder's "
+            f"text_encoder/model.safetensors). A {shape[-1] if isinstance(shape, tuple) else '?'}-wide one is "
+            "another model's text encoder.")
+    return embeds
+
+
+def same_length(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token sequences of different lengths (core splits long prompts into 77-token parts) repeated to their least
+    common multiple so they batch, as ComfyUI's cross-attention conditioning does."""
+    if a.shape[1] == b.shape[1]:
+        return a, b
+    n = math.lcm(a.shape[1], b.shape[1])
+    return a.repeat(1, n // a.shape[1], 1), b.repeat(1, n // b.shape[1], 1)
+
+
 def text_conditioning(model: T2VModel, req: T2VRequest, cfg: bool) -> tuple[torch.Tensor, list[str]]:
     notes = []
     limit = model.tokenizer.model_max_length
-    for name, text in (("prompt", req.prompt), ("negative_prompt", req.negative_prompt)):
-        n = token_count(model.tokenizer, text)
-        if n > limit:
-            notes.append(f"{name}: {n} tokens, cut to the text encoder's {limit} (the end was dropped).")
-    if not req.prompt.strip():
-        notes.append("prompt is empty: the text condition is the empty text"
-                     + (" (ModelScope then samples without a text condition)." if model.kind == MODELSCOPE
-                        else "; the image still conditions the clip."))
     clip_skip = CLIP_SKIP[model.kind]
-    cond = encode_text(model, [req.prompt], clip_skip)
-    if cfg:
-        cond = torch.cat([encode_text(model, [req.negative_prompt], clip_skip), cond])
-    return cond, notes
+    if req.prompt_embeds is not None:
+        cond = check_embeds(model, "positive", req.prompt_embeds).to(model.device)
+        notes.append("text: the positive conditioning input replaces the prompt.")
+    else:
+        n = token_count(model.tokenizer, req.prompt)
+        if n > limit:
+            notes.append(f"prompt: {n} tokens, cut to the text encoder's {limit} (the end was dropped).")
+        if not req.prompt.strip():
+            notes.append("prompt is empty: the text condition is the empty text"
+                         + (" (ModelScope then samples without a text condition)." if model.kind == MODELSCOPE
+                            else "; the image still conditions the clip."))
+        cond = encode_text(model, [req.prompt], clip_skip)
+    if not cfg:
+        return cond, notes
+    if req.negative_embeds is not None:
+        uncond = check_embeds(model, "negative", req.negative_embeds).to(model.device)
+    else:
+        n = token_count(model.tokenizer, req.negative_prompt)
+        if n > limit:
+            notes.append(f"negative_prompt: {n} tokens, cut to the text encoder's {limit} (the end was dropped).")
+        uncond = encode_text(model, [req.negative_prompt], clip_skip)
+    uncond, cond = same_length(uncond.to(cond.dtype), cond)
+    return torch.cat([uncond, cond]), notes
 
 
 # ---------------------------------------------------------------------------------------------

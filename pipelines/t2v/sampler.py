@@ -44,6 +44,7 @@ class StepInfo:
     total: int
     timestep: torch.Tensor
     latents: torch.Tensor  # [B, C, F, h, w] after this step
+    denoised: torch.Tensor  # [B, C, F, h, w] the step's clean estimate where the scheduler gives one, else latents
 
 
 # (latent_model_input [2B or B, C, F, h, w], timestep) -> the UNet's prediction (noise or v) for that batch
@@ -88,8 +89,10 @@ def sample(scheduler, predict: Predictor, noise: torch.Tensor, steps: int, guida
         b, c, f, h, w = latents.shape
         folded = latents.permute(0, 2, 1, 3, 4).reshape(b * f, c, h, w)
         pred = pred.permute(0, 2, 1, 3, 4).reshape(b * f, c, h, w)
-        folded = scheduler.step(pred, t, folded, **extra).prev_sample
-        latents = folded.reshape(b, f, c, h, w).permute(0, 2, 1, 3, 4)
+        out = scheduler.step(pred, t, folded, **extra)
+        latents = out.prev_sample.reshape(b, f, c, h, w).permute(0, 2, 1, 3, 4)
         if on_step is not None:
-            on_step(StepInfo(i, len(timesteps), t, latents))
+            clean = getattr(out, "pred_original_sample", None)
+            denoised = latents if clean is None else clean.reshape(b, f, c, h, w).permute(0, 2, 1, 3, 4)
+            on_step(StepInfo(i, len(timesteps), t, latents, denoised))
     return latents
