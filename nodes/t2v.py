@@ -194,7 +194,8 @@ def _run(handle, req, image, latent_preview, title):
 
     def on_step(info):
         preview = svd_decode.latent_preview_rgb(info.denoised[0, :, mid]) if latent_preview else None
-        progress.update(1, preview)  # also stops on Cancel, between steps
+        # a second-order scheduler (Heun) runs more model steps than `steps`: the bar follows its own count
+        progress.set(-(-(info.step + 1) * req.steps // info.total), preview)  # also stops on Cancel
 
     def on_decode_chunk(done, total):
         progress.set(req.steps + -(-done // req.decode_chunk_size))
