@@ -57,14 +57,14 @@ def resolve_folder(kind: str, name: str) -> str:
 
 def load_cached(kind: str, name: str, dtype_name: str) -> t2v_loader.T2VModel:
     path = resolve_folder(kind, name)
-    dtype = t2v_loader_dtype(dtype_name)
+    dtype = weights_dtype(dtype_name)
     key = ("t2v", kind, FileIdentity.of(path), str(dtype))
     with explain_load_errors(name, path):
         return MODEL_CACHE.get_or_load(
             key, lambda: t2v_loader.load_folder(path, dtype, kind).to(bridge.offload_device()))
 
 
-def t2v_loader_dtype(name: str) -> torch.dtype:
+def weights_dtype(name: str) -> torch.dtype:
     from ..pipelines.svd.loader import resolve_dtype  # the pack's one auto/fp32/fp16/bf16 rule
 
     return resolve_dtype(name, bridge.torch_device())

@@ -6,7 +6,7 @@ import torch
 
 from animevideo.nodes import comfy_bridge as bridge
 from animevideo.nodes import t2v as nodes
-from animevideo.pipelines.errors import AnimeVideoInputError, AnimeVideoModelError
+from animevideo.pipelines.errors import AnimeVideoInputError
 from animevideo.pipelines.t2v import loader, pipeline
 
 MS = "text-to-video-ms-1.7b"

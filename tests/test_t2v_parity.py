@@ -189,7 +189,8 @@ def test_a_text_encoder_of_another_width_is_refused(ms_path, tmp_path):
     shutil.rmtree(bad / "text_encoder")
     CLIPTextModel(CLIPTextConfig(**dict(tiny.text_config(2), hidden_size=48, projection_dim=48))).save_pretrained(
         bad / "text_encoder")
-    with pytest.raises(AnimeVideoModelError, match="text_encoder hidden size is 48 but the unet cross_attention_dim is 32"):
+    with pytest.raises(AnimeVideoModelError,
+                       match="text_encoder hidden size is 48 but the unet cross_attention_dim is 32"):
         loader.load_modelscope(str(bad), torch.float32)
 
 

@@ -125,7 +125,8 @@ START, END = "<|startoftext|>", "<|endoftext|>"
 
 def _bytes_to_unicode() -> list[str]:
     """CLIP's byte -> printable character table, in CLIP's order (so '!' is token 0, the OpenCLIP pad)."""
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    bs = (list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1))
+          + list(range(ord("®"), ord("ÿ") + 1)))
     cs = bs[:]
     n = 0
     for b in range(256):
