@@ -80,6 +80,7 @@ def writers(with_core_sized: bool = False):
     from animevideo.pipelines.lvcd import tiny as lvcd_tiny
     from animevideo.pipelines.metrics import tiny as metrics_tiny
     from animevideo.pipelines.svd import tiny_core as svd_core_tiny
+    from animevideo.pipelines.t2v import tiny as t2v_tiny
     from animevideo.pipelines.upscale import tiny as upscale_tiny
 
     return [
@@ -93,6 +94,7 @@ def writers(with_core_sized: bool = False):
         (list(anisora_wan22_tiny.TINY_FILES), anisora_wan22_tiny.write_tiny_wan22),
         (list(cogvideox_tiny.TINY_FILES), cogvideox_tiny.write_tiny_cogvideox),
         (list(metrics_tiny.TINY_FILES), metrics_tiny.write_tiny_metrics),
+        (list(t2v_tiny.TINY_FILES), t2v_tiny.write_tiny_t2v),
     ] + ([(list(svd_core_tiny.TINY_FILES), svd_core_tiny.write_core_svd)] if with_core_sized else [])
 
 

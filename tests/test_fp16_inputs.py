@@ -110,6 +110,13 @@ def test_svd_sampler_with_a_keyframe(env):
     assert close(*both(sample, image(1, 64, 64), image(1, 64, 64, seed=2)))
 
 
+def test_i2vgenxl_sampler(env):
+    model = load("AnimeVideoLoadI2VGenXL", "i2vgen-xl", "auto")
+    small = dict(width=32, height=32, num_frames=2, fps=8, steps=1, guidance_scale=2.0, scheduler="as released",
+                 eta=0.0, seed=1, decode_chunk_size=2)
+    assert close(*both(lambda x: run("AnimeVideoI2VGenXL", model, x, "a", "", **small), image(1, 40, 48)))
+
+
 def test_lineart_both_modes(env):
     assert close(*both(lambda x: run("AnimeVideoLineart", x, "sk_model.pth", "already lineart"), image(2, 24, 24)))
     assert close(*both(lambda x: run("AnimeVideoLineart", x, "sk_model.pth", "extract"), image(2, 24, 24)))
@@ -168,7 +175,7 @@ def test_every_node_taking_an_image_or_mask_is_covered():
     covered = {"AnimeVideoKeyframe", "AnimeVideoGuidePreview", "AnimeVideoMotionMask", "AnimeVideoSVDSampler",
                "AnimeVideoLineart", "AnimeVideoLVCDColorize", "AnimeVideoInterpolate", "AnimeVideoUpscale", "AnimeVideoGANimeInbetween",
                "AnimeVideoGANimeEncode", "AnimeVideoClipMetrics", "AnimeVideoKeyframesFromBatch",
-               "AnimeVideoSVDGuideModelPatch"}
+               "AnimeVideoSVDGuideModelPatch", "AnimeVideoI2VGenXL"}
     taking = set()
     for node, cls in NODE_CLASS_MAPPINGS.items():
         types_ = cls.INPUT_TYPES()

@@ -522,6 +522,7 @@ EXPECTED_VIDEO = {
     "animesr_upscale": {"frames": 12, "width": 1024, "height": 576},
     "realesrgan_anime_upscale": {"frames": 12, "width": 1024, "height": 576},
     "svd_refine_interpolate_upscale": {"frames": 6, "width": 256, "height": 256},  # 3 SVD frames, x2, x4
+    "modelscope_text_to_video_interpolate_upscale": {"frames": 6, "width": 256, "height": 256},  # 3 frames, x2, x4
     "ganime_inbetween": {"frames": 3, "width": 512, "height": 256},  # 64x128 model frames, x4
     "lvcd_colorize_lineart": {"frames": 12, "width": 64, "height": 64},  # one output per lineart frame
     "lvcd_colorize_from_frames": {"frames": 12, "width": 64, "height": 64},
