@@ -32,6 +32,7 @@ VAE_FROM_FOLDER = "(from the diffusers folder)"
 SAMPLERS = ["unipc", "euler"]
 ANISORA_FPS = 16.0  # AniSora V1-V3 (and Wan2.1) are trained and released at 16 fps
 MEMORY_ADVICE = ("Lower num_frames or width/height, or make the clip in parts " + memory.CHUNK_ADVICE + ".")
+RUN_ADVICE = "Lower num_frames or width/height, turn on vae_tiling, or use dtype fp8_e4m3fn."
 
 EXPECTED = (
     "Expected in models/diffusion_models an AniSora V2/V3/anymask transformer (Wan2.1-I2V-14B layout; e.g. "
@@ -146,10 +147,10 @@ AnimeVideoLoadAniSora = make_loader_node(LoaderSpec(
 def anisora_working_bytes(model, num_frames: int, width: int, height: int, cfg: float) -> int:
     """The transformer's activations for one step beyond the weights (latent frames 4x, 8x8 VAE, 2x2 patches),
     for core's load_models_gpu (see diffusion_working_bytes)."""
-    config = getattr(model.transformer, "config", None)
+    config, dtype = getattr(model.transformer, "config", None), getattr(model, "dtype", None)
     width_ = getattr(config, "num_attention_heads", 40) * getattr(config, "attention_head_dim", 128)
     return diffusion_working_bytes((int(num_frames) - 1) // 4 + 1, int(height) // 16, int(width) // 16, width_,
-                                   model.dtype.itemsize if isinstance(model.dtype, torch.dtype) else 2,
+                                   dtype.itemsize if isinstance(dtype, torch.dtype) else 2,
                                    2 if cfg > 1 else 1, factor=12)
 
 
@@ -292,21 +293,21 @@ class AnimeVideoAniSoraSampler:
         progress = bridge.Progress(int(steps) + 2, desc="AniSora")
         on_preview = ((lambda i, n, rgb: progress.set(1 + i, rgb))
                       if latent_preview and bridge.previews_enabled() else None)
+        working = anisora_working_bytes(model, req.num_frames, req.width, req.height, req.cfg)
         if not isinstance(managed, bridge.PlainManaged):
             # ComfyUI places the whole model (core's load_models_gpu: partially under --lowvram or when the card
             # is too small); the pipeline moves nothing itself
             hooks = AniSoraHooks(on_step=lambda i, n: progress.set(1 + i), on_preview=on_preview)
-            working = anisora_working_bytes(model, req.num_frames, req.width, req.height, req.cfg)
             try:
-                with ModelOnDevice(managed, anisora_model.keep_on_gpu, working, "the AniSora run",
-                                   "Lower num_frames or width/height, turn on vae_tiling, or use dtype fp8_e4m3fn."):
+                with ModelOnDevice(managed, anisora_model.keep_on_gpu, working, "the AniSora run", RUN_ADVICE):
                     result = generate(model, guide, text, req, hooks)
                 progress.set(int(steps) + 2)
             finally:
                 progress.close()
         else:
-            result = self._run_parts(model, anisora_model.keep_on_gpu, generate, guide, text, req, progress,
-                                     on_preview)
+            with memory.allocation_guard("the AniSora run", working, RUN_ADVICE):
+                result = self._run_parts(model, anisora_model.keep_on_gpu, generate, guide, text, req, progress,
+                                         on_preview)
         info = "\n".join([result.info] + notes)
         return (result.frames, info, ANISORA_FPS, {"samples": result.latents})
 

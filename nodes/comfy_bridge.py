@@ -85,12 +85,6 @@ def intermediate_device() -> torch.device:
     return torch.device("cpu")
 
 
-def make_room(nbytes: int, device: torch.device):
-    """Ask ComfyUI to evict its own models so ours fit on ``device``."""
-    if IN_COMFYUI and device.type != "cpu":
-        _mm.free_memory(nbytes, device)
-
-
 def empty_cache():
     if IN_COMFYUI:
         _mm.soft_empty_cache()
@@ -246,7 +240,7 @@ def _managed_patcher_class():
                         for k, t in own:
                             if k in m._parameters:
                                 self.unpin_weight(prefix + k)
-                                m._parameters[k].data = t.data.to(device)
+                                m._parameters[k] = torch.nn.Parameter(t.data.to(device), requires_grad=t.requires_grad)
                             else:
                                 m._buffers[k] = t.to(device)
                             moved += t.numel() * t.element_size()

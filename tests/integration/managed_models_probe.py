@@ -221,7 +221,7 @@ def main(comfy_dir, pack_root, models_dir, scratch):
     out["eviction"] = eviction
     budget["bytes"] = None
     mm.unload_all_models()
-    del handle, run, ours, handle_off, run_off, core_model, core_module
+    handle = run = ours = handle_off = run_off = core_model = core_module = None  # let them go
     gc.collect()
 
     # -- partial loading --------------------------------------------------------------------------------
@@ -259,6 +259,35 @@ def main(comfy_dir, pack_root, models_dir, scratch):
         del handle, run
         gc.collect()
     out["partial"] = partial
+    bridge._managed_patcher_class().load = real_load
+
+    # -- where a partial load leaves the weights ----------------------------------------------------------
+    # "meta" as the load device makes placement visible (data is not needed): core leaves the comfy.ops layers
+    # that do not fit on the offload device (the CPU) and casts them per call; every other module with weights of
+    # its own (a block's scale_shift_table, a causal conv) and each part's first layer must be on the device.
+    _, build, _, _ = anisora.open_anisora(os.path.basename(wan_tiny.TRANSFORMER_FILE),
+                                          os.path.basename(wan_tiny.VAE_FILE), "auto", False)
+    patcher = bridge.manage(build())
+    meta = torch.device("meta")
+    patcher.load(meta, lowvram_model_memory=patcher.model_size() // 3, full_load=False)
+    placement = {"lowvram": bool(patcher.model.model_lowvram), "non_castable_off_device": [],
+                 "castable_left_on_offload": 0, "first_layer_on_device": []}
+    for part in patcher.model.parts:
+        first = True
+        for name, m in part.named_modules():
+            own = [t for t in list(m._parameters.values()) + list(m._buffers.values()) if t is not None]
+            if not own:
+                continue
+            on_device = all(t.device == meta for t in own)
+            if first:
+                placement["first_layer_on_device"].append(on_device)
+                first = False
+            if not hasattr(m, "comfy_cast_weights"):
+                if not on_device:
+                    placement["non_castable_off_device"].append(f"{type(part).__name__}.{name}")
+            elif not on_device:
+                placement["castable_left_on_offload"] += 1
+    out["placement"] = placement
     print(json.dumps(out))
 
 

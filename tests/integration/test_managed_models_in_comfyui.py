@@ -73,6 +73,14 @@ def test_partial_loading_casts_per_layer_and_gives_the_same_clip(probe, name):
     assert r["equal"], r
 
 
+def test_a_partial_load_puts_what_cannot_be_cast_on_the_device(probe):
+    """Only comfy.ops layers may keep their weights on the offload device (they cast per call): every other module
+    with weights of its own, and each part's first layer (where the pipelines read the device from), is on it."""
+    p = probe["placement"]
+    assert p["lowvram"] and p["castable_left_on_offload"] > 0, p
+    assert p["non_castable_off_device"] == [] and all(p["first_layer_on_device"]), p
+
+
 def test_unload_models_alone_frees_our_model_in_the_server(comfy, record_property):
     """What the issue measured: an SVD run, then ``POST /free`` with only ``unload_models`` (the Unload Models
     button), RSS back near its level before the load."""
