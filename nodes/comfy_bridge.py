@@ -266,19 +266,28 @@ def _managed_patcher_class():
     return _patcher_class
 
 
-def manage(pack_model):
+def manage(pack_model, compute_dtype: torch.dtype | None = None):
     """What the model cache holds for a loaded pack model: inside ComfyUI a core ModelPatcher (load device =
     ComfyUI's torch device, offload device = its unet offload device, size = the model's bytes) whose layers are
     core's comfy.ops classes; outside ComfyUI a PlainManaged. Both expose ``pack_model``, ``load_for_run``,
-    ``after_run`` and ``release``."""
+    ``after_run`` and ``release``.
+
+    ``compute_dtype``: for weights stored in another dtype than they compute in (fp8 files): the layers then
+    are core's manual_cast classes, which cast every call (and core counts that cast in its partial-load plan)."""
     if not IN_COMFYUI:
         return PlainManaged(pack_model)
+    import comfy.ops
+
     from ..pipelines.model_cache import model_nbytes
 
+    ops = comfy.ops.manual_cast if compute_dtype is not None else comfy.ops.disable_weight_init
     for part in model_parts(pack_model):
-        use_comfy_ops(part)
+        use_comfy_ops(part, ops)
     cls = _managed_patcher_class()
-    return cls(pack_model, _mm.get_torch_device(), _mm.unet_offload_device(), model_nbytes(pack_model))
+    patcher = cls(pack_model, _mm.get_torch_device(), _mm.unet_offload_device(), model_nbytes(pack_model))
+    if compute_dtype is not None:
+        patcher.model.manual_cast_dtype = compute_dtype
+    return patcher
 
 
 def as_managed(model):
