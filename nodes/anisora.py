@@ -12,15 +12,16 @@ from ..pipelines.anisora import loader as anisora_loader
 from ..pipelines.anisora import text as anisora_text
 from ..pipelines.backbones.wan import loader as wan_loader
 from ..pipelines.anisora.model import AniSoraHooks, AniSoraRequest
-from ..pipelines.checkpoint_io import FileIdentity, explain_load_errors, resolve_in_folders
+import torch
+
+from ..pipelines.checkpoint_io import FileIdentity, resolve_in_folders
 from ..pipelines.errors import AnimeVideoInputError, AnimeVideoModelError
 from ..pipelines.guides import Guide
 from ..pipelines.image_ops import FIT_MODES
-from ..pipelines.model_cache import MODEL_CACHE, model_nbytes
 from . import comfy_bridge as bridge
 from ..pipelines import memory
-from .common import (DOWNLOAD_DEFAULT, DOWNLOAD_INPUT, check_clip_memory, clip_bytes, resolve_model_file,
-                     validate_model_inputs, with_fetchable)
+from .common import (LoaderSpec, ModelHandle, ModelOnDevice, cached_model, check_clip_memory, clip_bytes,
+                     diffusion_working_bytes, make_loader_node, resolve_model_file, with_fetchable)
 from .guides import GUIDE
 
 ANISORA_MODEL = "ANIMEVIDEO_ANISORA"
@@ -32,6 +33,7 @@ VAE_FROM_FOLDER = "(from the diffusers folder)"
 SAMPLERS = ["unipc", "euler"]
 ANISORA_FPS = 16.0  # AniSora V1-V3 (and Wan2.1) are trained and released at 16 fps
 MEMORY_ADVICE = ("Lower num_frames or width/height, or make the clip in parts " + memory.CHUNK_ADVICE + ".")
+RUN_ADVICE = "Lower num_frames or width/height, turn on vae_tiling, or use dtype fp8_e4m3fn."
 
 EXPECTED = (
     "Expected in models/diffusion_models an AniSora V2/V3/anymask transformer (Wan2.1-I2V-14B layout; e.g. "
@@ -95,71 +97,70 @@ def resolve_vae(name: str, transformer_path: str, download_if_missing: bool = Fa
         "Comfy-Org's wan_2.1_vae.safetensors)."), download_if_missing, fetch)
 
 
-def load_anisora_cached(transformer_name: str, vae_name: str, dtype_name: str, download_if_missing: bool = False):
+def open_anisora(transformer_name: str, vae_name: str, dtype: str = "auto", download_if_missing: bool = False):
+    """(cache key, load, name, path) of the AniSora model for these loader inputs (see LoaderSpec.open)."""
     tpath = resolve_transformer(transformer_name)
     vpath = resolve_vae(vae_name, tpath, download_if_missing)
     device = bridge.torch_device()
-    key = ("anisora", FileIdentity.of(tpath), FileIdentity.of(vpath) if vpath else None, dtype_name, device.type)
-    # out of memory, a package too old or a damaged file: each said as what it is
-    with explain_load_errors(transformer_name, tpath):
-        return MODEL_CACHE.get_or_load(
-            key, lambda: anisora_loader.load_anisora(tpath, vpath, dtype_name, device).to(bridge.offload_device()))
+    key = ("anisora", FileIdentity.of(tpath), FileIdentity.of(vpath) if vpath else None, dtype, device.type)
+    return (key, lambda: anisora_loader.load_anisora(tpath, vpath, dtype, device).to(bridge.offload_device()),
+            transformer_name, tpath)
 
 
-class AniSoraHandle:
+def load_anisora_cached(transformer_name: str, vae_name: str, dtype_name: str, download_if_missing: bool = False):
+    """The managed AniSora model (shared through the model cache)."""
+    return cached_model(*open_anisora(transformer_name, vae_name, dtype_name, download_if_missing))
+
+
+class AniSoraHandle(ModelHandle):
     """What flows along the ANIMEVIDEO_ANISORA wire: the shared model plus this loader's placement choice."""
 
-    def __init__(self, model, keep_on_gpu: bool):
-        self.model = model
-        self.keep_on_gpu = keep_on_gpu
+
+def _anisora_inputs() -> dict:
+    vaes = vae_names()
+    return {
+        "transformer_name": (transformer_names(), {
+            "tooltip": "The AniSora transformer: a file in models/diffusion_models (native Wan names, "
+                       "fp32/bf16/fp16/fp8) or a diffusers folder in models/diffusers."}),
+        "vae_name": (vaes, {
+            "default": default_vae(vaes), "tooltip": "The Wan2.1 VAE from models/vae (Wan2.1_VAE.pth or "
+                       f"wan_2.1_vae.safetensors). '{VAE_FROM_FOLDER}': use the vae/ inside a diffusers folder."}),
+    }
 
 
-class AnimeVideoLoadAniSora:
-    DESCRIPTION = ("Loads AniSora: V2/V3/anymask (Wan2.1-I2V-14B layout, native single file + Wan2.1 VAE, or a "
-                   "diffusers folder) or V1 (CogVideoX-5B-I2V diffusers folder). The backbone is detected from "
-                   "the weights. Memory (14B): about 33 GB of weights in bf16, 17 GB in fp8_e4m3fn, plus the "
-                   "activations (more at 720p/81 frames); idle parts wait on the CPU, so CPU RAM must hold them.")
+AnimeVideoLoadAniSora = make_loader_node(LoaderSpec(
+    node_id="AnimeVideoLoadAniSora",
+    description="Loads AniSora: V2/V3/anymask (Wan2.1-I2V-14B layout, native single file + Wan2.1 VAE, or a "
+                "diffusers folder) or V1 (CogVideoX-5B-I2V diffusers folder). The backbone is detected from "
+                "the weights. Memory (14B): about 33 GB of weights in bf16, 17 GB in fp8_e4m3fn, plus the "
+                "activations (more at 720p/81 frames); inside ComfyUI its memory management places them "
+                "(--lowvram streams the weights layer by layer), so CPU RAM must hold them.",
+    model_inputs=_anisora_inputs,
+    dtypes=DTYPES,
+    dtype_tooltip="Transformer precision. auto: an fp8 file (Kijai's fp8_e4m3fn, ComfyUI's fp8_scaled) stays fp8; "
+                  "otherwise bf16 on a GPU (fp16 without bf16 support), fp32 on the CPU. fp8_e4m3fn keeps the block weights in 8 bits (about 16 GB for 14B) and upcasts each layer as "
+                  "it runs. The VAE always runs in fp32.",
+    return_type=ANISORA_MODEL, return_name="anisora_model",
+    output_tooltip="The loaded AniSora model, for AnimeVideo AniSora Sampler.",
+    category=CATEGORY,
+    open=open_anisora,
+    checks=lambda transformer_name, vae_name, download_if_missing: [
+        lambda: resolve_vae(vae_name, resolve_transformer(transformer_name), download_if_missing, fetch=False)],
+    keep_on_gpu_tooltip="Keep the model on the GPU between runs (faster re-runs, holds VRAM until ComfyUI needs "
+                        "the room). Off: it waits on the CPU between runs (outside ComfyUI only the part at work, "
+                        "VAE or transformer, is on the GPU).",
+    handle=lambda ref, keep_on_gpu, inputs: AniSoraHandle(keep_on_gpu=keep_on_gpu, ref=ref),
+))
 
-    @classmethod
-    def INPUT_TYPES(cls):
-        vaes = vae_names()
-        return {
-            "required": {
-                "transformer_name": (transformer_names(), {
-                    "tooltip": "The AniSora transformer: a file in models/diffusion_models (native Wan names, "
-                               "fp32/bf16/fp16/fp8) or a diffusers folder in models/diffusers."}),
-                "vae_name": (vaes, {
-                    "default": default_vae(vaes), "tooltip": "The Wan2.1 VAE from models/vae (Wan2.1_VAE.pth or wan_2.1_vae.safetensors). "
-                               f"'{VAE_FROM_FOLDER}': use the vae/ inside a diffusers folder."}),
-                "dtype": (DTYPES, {"default": "auto", "tooltip": "Transformer precision. auto: an fp8 file "
-                                   "(Kijai's fp8_e4m3fn, ComfyUI's fp8_scaled) stays fp8; otherwise bf16 on a GPU "
-                                   "(fp16 without bf16 support), fp32 on the CPU. fp8_e4m3fn keeps the block "
-                                   "weights in 8 bits (about 16 GB for 14B) and upcasts each layer as it runs. "
-                                   "The VAE always runs in fp32."}),
-            },
-            "optional": {
-                "keep_on_gpu": ("BOOLEAN", {"default": False, "tooltip": "Keep the model on the GPU between runs "
-                                            "(faster re-runs, holds VRAM). Off: idle parts wait on the CPU and "
-                                            "only the part at work (VAE or transformer) is on the GPU."}),
-                "download_if_missing": DOWNLOAD_INPUT,
-            },
-        }
 
-    RETURN_TYPES = (ANISORA_MODEL,)
-    RETURN_NAMES = ("anisora_model",)
-    OUTPUT_TOOLTIPS = ("The loaded AniSora model, for AnimeVideo AniSora Sampler.",)
-    FUNCTION = "load"
-    CATEGORY = CATEGORY
-
-    @classmethod
-    def VALIDATE_INPUTS(cls, transformer_name, vae_name, dtype="auto", download_if_missing=DOWNLOAD_DEFAULT):
-        def check():
-            resolve_vae(vae_name, resolve_transformer(transformer_name), download_if_missing, fetch=False)
-        return validate_model_inputs(dtype, DTYPES, check)
-
-    def load(self, transformer_name, vae_name, dtype="auto", keep_on_gpu=False, download_if_missing=DOWNLOAD_DEFAULT):
-        return (AniSoraHandle(load_anisora_cached(transformer_name, vae_name, dtype, download_if_missing),
-                              bool(keep_on_gpu)),)
+def anisora_working_bytes(model, num_frames: int, width: int, height: int, cfg: float) -> int:
+    """The transformer's activations for one step beyond the weights (latent frames 4x, 8x8 VAE, 2x2 patches),
+    for core's load_models_gpu (see diffusion_working_bytes)."""
+    config, dtype = getattr(model.transformer, "config", None), getattr(model, "dtype", None)
+    width_ = getattr(config, "num_attention_heads", 40) * getattr(config, "attention_head_dim", 128)
+    return diffusion_working_bytes((int(num_frames) - 1) // 4 + 1, int(height) // 16, int(width) // 16, width_,
+                                   dtype.itemsize if isinstance(dtype, torch.dtype) else 2,
+                                   2 if cfg > 1 else 1, factor=12)
 
 
 class AnimeVideoAniSoraPrompt:
@@ -287,9 +288,10 @@ class AnimeVideoAniSoraSampler:
             raise AnimeVideoInputError("anisora_model: expected the output of AnimeVideo Load AniSora.")
         if not isinstance(guide, Guide):
             raise AnimeVideoInputError(f"guide: expected an {GUIDE} from an AnimeVideo guide node.")
-        model = anisora_model.model
         check_clip_memory(f"the AniSora clip ({int(num_frames)} frames of {int(width)}x{int(height)})",
                           clip_bytes(num_frames, height, width), clip_bytes(num_frames, height, width), MEMORY_ADVICE)
+        managed = anisora_model.managed
+        model = managed.pack_model
         text, notes = anisora_text.build_text(positive, negative, clip_vision_output, float(cfg))
         req = AniSoraRequest(width=int(width), height=int(height), num_frames=int(num_frames), steps=int(steps),
                              cfg=float(cfg), shift=float(shift), seed=int(seed), sampler=sampler,
@@ -298,24 +300,44 @@ class AnimeVideoAniSoraSampler:
                              vae_tiling=bool(vae_tiling))
         generate = _generate_fn(model.backbone)
         progress = bridge.Progress(int(steps) + 2, desc="AniSora")
+        on_preview = ((lambda i, n, rgb: progress.set(1 + i, rgb))
+                      if latent_preview and bridge.previews_enabled() else None)
+        working = anisora_working_bytes(model, req.num_frames, req.width, req.height, req.cfg)
+        if not isinstance(managed, bridge.PlainManaged):
+            # ComfyUI places the whole model (core's load_models_gpu: partially under --lowvram or when the card
+            # is too small); the pipeline moves nothing itself
+            hooks = AniSoraHooks(on_step=lambda i, n: progress.set(1 + i), on_preview=on_preview)
+            try:
+                with ModelOnDevice(managed, anisora_model.keep_on_gpu, working, "the AniSora run", RUN_ADVICE):
+                    result = generate(model, guide, text, req, hooks)
+                progress.set(int(steps) + 2)
+            finally:
+                progress.close()
+        else:
+            with memory.allocation_guard("the AniSora run", working, RUN_ADVICE):
+                result = self._run_parts(model, anisora_model.keep_on_gpu, generate, guide, text, req, progress,
+                                         on_preview)
+        info = "\n".join([result.info] + notes)
+        return (result.frames, info, ANISORA_FPS, {"samples": result.latents})
+
+    @staticmethod
+    def _run_parts(model, keep_on_gpu, generate, guide, text, req, progress, on_preview):
+        """Outside ComfyUI: only the part at work (VAE or transformer) on the device, the rest on the offload
+        device unless keep_on_gpu."""
         device = bridge.torch_device()
         hooks = AniSoraHooks(on_step=lambda i, n: progress.set(1 + i), device=device,
-                             offload_device=None if anisora_model.keep_on_gpu else bridge.offload_device(),
-                             on_preview=(lambda i, n, rgb: progress.set(1 + i, rgb))
-                             if latent_preview and bridge.previews_enabled() else None)
-        bridge.make_room(max(model_nbytes(model.transformer), model_nbytes(model.vae)), device)
+                             offload_device=None if keep_on_gpu else bridge.offload_device(), on_preview=on_preview)
         try:
             if model.backbone != "wan":  # that backbone places its own parts only if it reads hooks.device
                 model.to(device)
             result = generate(model, guide, text, req, hooks)
-            progress.set(int(steps) + 2)
+            progress.set(int(req.steps) + 2)
         finally:
-            if not anisora_model.keep_on_gpu:
+            if not keep_on_gpu:
                 model.to(bridge.offload_device())
                 bridge.empty_cache()
             progress.close()
-        info = "\n".join([result.info] + notes)
-        return (result.frames, info, ANISORA_FPS, {"samples": result.latents})
+        return result
 
 
 NODE_CLASS_MAPPINGS = {

@@ -85,12 +85,6 @@ def intermediate_device() -> torch.device:
     return torch.device("cpu")
 
 
-def make_room(nbytes: int, device: torch.device):
-    """Ask ComfyUI to evict its own models so ours fit on ``device``."""
-    if IN_COMFYUI and device.type != "cpu":
-        _mm.free_memory(nbytes, device)
-
-
 def empty_cache():
     if IN_COMFYUI:
         _mm.soft_empty_cache()
@@ -112,12 +106,217 @@ def available_ram_bytes() -> int | None:
     return memory.apply_limit(available)
 
 
-def release_models_with(model_management) -> None:
-    """Make ComfyUI's "unload all models" (``POST /free``, the Unload Models button) release ours too.
+# ---------------------------------------------------------------------------------------------
+# Managed models: inside ComfyUI every model the pack loads is a core ModelPatcher
+# ---------------------------------------------------------------------------------------------
 
-    Only needed when ``ANIMEVIDEO_CACHE_BUDGET_GB`` lets our cache hold models; the call-through wrapper
-    is installed once and leaves ComfyUI's own behaviour unchanged.
-    """
+# torch layers swapped for core's comfy.ops classes (subclasses of the same torch classes, identical forward while
+# their weights sit on the device; under partial loading core sets comfy_cast_weights and each call casts its weight
+# to the input's device and dtype). Only these exact classes: a subclass may have its own forward.
+COMFY_OPS_LAYERS = {
+    torch.nn.Linear: "Linear", torch.nn.Conv1d: "Conv1d", torch.nn.Conv2d: "Conv2d", torch.nn.Conv3d: "Conv3d",
+    torch.nn.ConvTranspose1d: "ConvTranspose1d", torch.nn.ConvTranspose2d: "ConvTranspose2d",
+    torch.nn.GroupNorm: "GroupNorm", torch.nn.LayerNorm: "LayerNorm",
+}
+
+
+def model_parts(pack_model) -> list[torch.nn.Module]:
+    """The torch modules of a pack model (a bundle's ``modules_for_memory()``, or the module itself), each once."""
+    parts = pack_model.modules_for_memory() if hasattr(pack_model, "modules_for_memory") else [pack_model]
+    out, seen = [], set()
+    for m in parts:
+        if isinstance(m, torch.nn.Module) and id(m) not in seen:
+            seen.add(id(m))
+            out.append(m)
+    return out
+
+
+def use_comfy_ops(module: torch.nn.Module, ops=None) -> int:
+    """Give ``module``'s Linear/Conv/Norm layers core's comfy.ops classes in place (``__class__``), so core's
+    partial loading (--lowvram, --novram, --reserve-vram, a card too small for the whole model) can leave their
+    weights on the offload device and cast them per layer. Returns how many layers were swapped."""
+    if ops is None:
+        import comfy.ops
+
+        ops = comfy.ops.disable_weight_init
+    swapped = 0
+    for m in module.modules():
+        name = COMFY_OPS_LAYERS.get(type(m))
+        if name is not None:
+            m.__class__ = getattr(ops, name)
+            swapped += 1
+    return swapped
+
+
+class PlainManaged:
+    """Outside ComfyUI: the pack model, moved to the compute device for a run and back to the offload device
+    afterwards (unless ``keep_on_gpu``)."""
+
+    def __init__(self, pack_model):
+        self.pack_model = pack_model
+
+    def modules_for_memory(self):
+        return model_parts(self.pack_model)
+
+    def load_for_run(self, working_bytes: int = 0):
+        device = torch_device()
+        if self.pack_model.device != device:
+            self.pack_model.to(device)
+
+    def after_run(self, keep_on_gpu: bool):
+        if not keep_on_gpu:
+            off = offload_device()
+            if self.pack_model.device != off:
+                self.pack_model.to(off)
+                empty_cache()
+
+    def release(self):
+        pass
+
+
+class _PackModules(torch.nn.Module):
+    """A pack model's torch modules as one module, what core's ModelPatcher patches (it walks named_modules, moves
+    them and keeps its bookkeeping, e.g. ``device``, on this module)."""
+
+    def __init__(self, parts, dtype):
+        super().__init__()
+        self.parts = torch.nn.ModuleList(parts)
+        self._animevideo_dtype = dtype
+
+    def get_dtype(self):
+        return self._animevideo_dtype
+
+
+_patcher_class = None
+
+
+def _managed_patcher_class():
+    """core's ModelPatcher plus the pack's run calls (defined on first use: comfy.model_patcher is only importable
+    inside ComfyUI)."""
+    global _patcher_class
+    if _patcher_class is not None:
+        return _patcher_class
+    import comfy.model_patcher as mp
+
+    class AnimeVideoModelPatcher(mp.ModelPatcher):
+        """A pack model managed by ComfyUI: in ``current_loaded_models`` with its true size while loaded, so core
+        evicts it when it needs room, evicts core's models to fit it, partially loads it under --lowvram and
+        unloads it on Unload Models."""
+
+        def __init__(self, pack_model, load_device, offload_device, size):
+            parts = model_parts(pack_model)
+            dtype = getattr(pack_model, "dtype", None)
+            if not isinstance(dtype, torch.dtype):
+                dtype = next((p.dtype for m in parts for p in m.parameters()), None)
+            super().__init__(_PackModules(parts, dtype), load_device, offload_device, size=size)
+            self.pack_model = pack_model
+
+        def modules_for_memory(self):
+            return list(self.model.parts)
+
+        def clone(self):
+            raise NotImplementedError("AnimeVideo's managed models are shared as they are, not cloned.")
+
+        def load(self, device_to=None, lowvram_model_memory=0, force_patch_weights=False, full_load=False):
+            super().load(device_to, lowvram_model_memory=lowvram_model_memory,
+                         force_patch_weights=force_patch_weights, full_load=full_load)
+            if device_to is not None and self.model.model_lowvram:
+                self.model.model_loaded_weight_memory += self._place_what_cannot_be_cast(device_to)
+
+        def _place_what_cannot_be_cast(self, device) -> int:
+            """Core's partial load may leave any module's weights on the offload device, but only comfy.ops
+            layers cast them per call: every other module's own weights and buffers go to ``device``, and so does
+            the first layer of each part (the pipelines read the compute device from a part's first weight)."""
+            moved = 0
+            for i, part in enumerate(self.model.parts):
+                first = True
+                for name, m in part.named_modules():
+                    own = [(k, t) for k, t in list(m._parameters.items()) + list(m._buffers.items()) if t is not None]
+                    if not own:
+                        continue
+                    castable = hasattr(m, "comfy_cast_weights")
+                    if (first or not castable) and any(t.device != device for _, t in own):
+                        prefix = f"parts.{i}.{name}." if name else f"parts.{i}."
+                        for k, t in own:
+                            if k in m._parameters:
+                                self.unpin_weight(prefix + k)
+                                m._parameters[k] = torch.nn.Parameter(t.data.to(device), requires_grad=t.requires_grad)
+                            else:
+                                m._buffers[k] = t.to(device)
+                            moved += t.numel() * t.element_size()
+                        if castable:
+                            mp.wipe_lowvram_weight(m)
+                        m.comfy_patched_weights = True
+                    first = False
+            return moved
+
+        def load_for_run(self, working_bytes: int = 0):
+            _mm.load_models_gpu([self], memory_required=int(working_bytes))
+
+        def after_run(self, keep_on_gpu: bool):
+            # keep_on_gpu: core's own behaviour (stays loaded until core needs the room). Off: back to the offload
+            # device now, as the pack's loaders promise; with one device for both there is nothing to move.
+            if not keep_on_gpu and self.load_device != self.offload_device:
+                unload_from_core(self)
+
+        def release(self):
+            unload_from_core(self)
+
+    _patcher_class = AnimeVideoModelPatcher
+    return _patcher_class
+
+
+def manage(pack_model, compute_dtype: torch.dtype | None = None):
+    """What the model cache holds for a loaded pack model: inside ComfyUI a core ModelPatcher (load device =
+    ComfyUI's torch device, offload device = its unet offload device, size = the model's bytes) whose layers are
+    core's comfy.ops classes; outside ComfyUI a PlainManaged. Both expose ``pack_model``, ``load_for_run``,
+    ``after_run`` and ``release``.
+
+    ``compute_dtype``: for weights stored in another dtype than they compute in (fp8 files): the layers then
+    are core's manual_cast classes, which cast every call (and core counts that cast in its partial-load plan)."""
+    if not IN_COMFYUI:
+        return PlainManaged(pack_model)
+    import comfy.ops
+
+    from ..pipelines.model_cache import model_nbytes
+
+    ops = comfy.ops.manual_cast if compute_dtype is not None else comfy.ops.disable_weight_init
+    for part in model_parts(pack_model):
+        use_comfy_ops(part, ops)
+    cls = _managed_patcher_class()
+    patcher = cls(pack_model, _mm.get_torch_device(), _mm.unet_offload_device(), model_nbytes(pack_model))
+    if compute_dtype is not None:
+        patcher.model.manual_cast_dtype = compute_dtype
+    return patcher
+
+
+def as_managed(model):
+    """A managed model as it is; a bare pack model (tests, scripts) wrapped for one run."""
+    return model if hasattr(model, "load_for_run") else PlainManaged(model)
+
+
+def unload_from_core(patcher) -> bool:
+    """Take ``patcher`` out of ComfyUI's loaded models the way core's free_memory does (weights to the offload
+    device). False when it was not loaded."""
+    if not IN_COMFYUI:
+        return False
+    for loaded in list(_mm.current_loaded_models):
+        if loaded.model is patcher:
+            loaded.model_unload()
+            _mm.current_loaded_models.remove(loaded)
+            return True
+    return False
+
+
+def is_loaded_in_core(managed) -> bool:
+    return IN_COMFYUI and any(m is managed for m in _mm.loaded_models())
+
+
+def release_models_with(model_management) -> None:
+    """Make ComfyUI's "unload all models" (``POST /free`` with ``unload_models``: the Unload Models button)
+    release ours completely. Core's unload takes our patchers off the device (they are in its loaded list); then
+    the model cache makes every loader output (ModelRef) let go of its model, so the weights leave the RAM too
+    and the next run loads them again. Installed once; ComfyUI's own behaviour is unchanged."""
     original = model_management.unload_all_models
     if getattr(original, "_animevideo_wrapped", False):
         return
@@ -134,10 +333,10 @@ def release_models_with(model_management) -> None:
 
 if IN_COMFYUI:
     if os.environ.get("ANIMEVIDEO_CACHE_BUDGET_GB") in (None, ""):
-        # ComfyUI's output cache holds loaded models; POST /free drops it and so releases ours too.
+        # the loader outputs (ModelRefs in ComfyUI's output cache) keep models alive, not the cache
         MODEL_CACHE.set_budget(0)
-    else:
-        release_models_with(_mm)
+    MODEL_CACHE.on_release = lambda managed: managed.release() if hasattr(managed, "release") else None
+    release_models_with(_mm)
 
 
 # ---------------------------------------------------------------------------------------------

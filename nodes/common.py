@@ -1,5 +1,5 @@
-"""Small pieces every node module shares: model files by name, model placement for one run and model-input
-validation."""
+"""Small pieces every node module shares: model files by name, the loader-node factory, model placement for one
+run (ComfyUI-managed inside ComfyUI) and model-input validation."""
 from __future__ import annotations
 
 import functools
@@ -7,14 +7,15 @@ import inspect
 import logging
 import math
 import os
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
 
 from ..pipelines import memory, model_downloads
-from ..pipelines.checkpoint_io import resolve_in_folders
-from ..pipelines.errors import AnimeVideoInputError, AnimeVideoModelError
-from ..pipelines.model_cache import model_nbytes
+from ..pipelines.checkpoint_io import explain_load_errors, resolve_in_folders
+from ..pipelines.errors import AnimeVideoInputError, AnimeVideoMemoryError, AnimeVideoModelError
+from ..pipelines.model_cache import MODEL_CACHE, ModelRef, model_nbytes
 from . import comfy_bridge as bridge
 
 log = logging.getLogger("AnimeVideo")
@@ -106,31 +107,206 @@ def resolve_model_file(name: str, kind: str, input_name: str, missing: Callable[
     raise AnimeVideoModelError(explain_missing(missing(), kind, name, download_if_missing))
 
 
-class ModelOnDevice:
-    """Moves a model to the compute device for one run and back to the offload device afterwards.
+# ---------------------------------------------------------------------------------------------
+# Loaded models: one cache, ComfyUI-managed, placed per run
+# ---------------------------------------------------------------------------------------------
 
-    ``working_bytes``: memory the run itself needs beyond the weights, made room for before it starts.
+def cached_model(key, load: Callable[[], object], shown_name: str, path: str | None):
+    """The managed model for ``key`` from the one model cache (loaded by ``load`` on a miss and wrapped by the
+    bridge: a core ModelPatcher inside ComfyUI). Out of memory, a package too old or a damaged file: each said as
+    what it is, naming ``shown_name``."""
+    with explain_load_errors(shown_name, path):
+        return MODEL_CACHE.get_or_load(key, lambda: bridge.manage(load()))
+
+
+def cached_model_ref(key, load: Callable[[], object], shown_name: str, path: str | None) -> ModelRef:
+    """Like :func:`cached_model`, as the releasable reference a loader node outputs (see ModelHandle)."""
+    with explain_load_errors(shown_name, path):
+        return MODEL_CACHE.ref(key, lambda: bridge.manage(load()))
+
+
+class ModelHandle:
+    """What flows along a loader node's wire: the shared model plus this loader's ``keep_on_gpu``.
+
+    Built from a ModelRef (the loader nodes) it holds nothing after ComfyUI's Unload Models and loads the model
+    again on the next run; built from a model (tests, scripts) it holds that model."""
+
+    def __init__(self, model=None, keep_on_gpu: bool = False, ref: ModelRef | None = None):
+        self._model, self.ref, self.keep_on_gpu = model, ref, bool(keep_on_gpu)
+
+    @property
+    def managed(self):
+        """The managed model (loaded again if Unload Models released it)."""
+        if self.ref is not None:
+            return self.ref.get()
+        return None if self._model is None else bridge.as_managed(self._model)
+
+    @property
+    def model(self):
+        """The pack's model (SVDModel, LVCDModel, AniSoraModel, Upscaler, AnimeInterp, GANimeModel ...)."""
+        if self.ref is not None:
+            return self.ref.get().pack_model
+        return self._model
+
+
+def run_advice(advice: str) -> str:
+    """A node's memory advice plus, inside ComfyUI, the server flags that stream weights layer by layer."""
+    if bridge.IN_COMFYUI:
+        return f"{advice} {memory.LOWVRAM_ADVICE}"
+    return advice
+
+
+class ModelOnDevice:
+    """Puts a loaded model on the compute device for one run and, unless ``keep_on_gpu``, sends it back to the
+    offload device afterwards; the block gets the pack's model.
+
+    Inside ComfyUI this is core's ``load_models_gpu`` with ``working_bytes`` (the run's own memory beyond the
+    weights) as memory_required: core evicts its models (or ours) to make room, and under --lowvram / a small card
+    loads only part of the weights. ``model``: a managed model (ModelHandle.managed, cached_model) or a bare pack
+    model. An allocation failure inside the block becomes AnimeVideoMemoryError with ``advice`` (when given).
     """
 
-    def __init__(self, model, keep_on_gpu: bool, working_bytes: int = 0):
-        self.model, self.keep, self.working = model, keep_on_gpu, working_bytes
-        self.device = bridge.torch_device()
+    def __init__(self, model, keep_on_gpu: bool, working_bytes: int = 0, what: str = "this run",
+                 advice: str | None = None):
+        self.managed = bridge.as_managed(model)
+        self.keep, self.working = keep_on_gpu, int(working_bytes)
+        self.what, self.advice = what, advice
+
+    @property
+    def model(self):
+        return self.managed.pack_model
 
     def __enter__(self):
-        if self.model.device != self.device:
-            bridge.make_room(model_nbytes(self.model) + self.working, self.device)
-            self.model.to(self.device)
-        elif self.working:
-            bridge.make_room(self.working, self.device)
-        return self.model
+        with memory.allocation_guard(f"loading the model for {self.what}",
+                                     model_nbytes(self.managed) + self.working, run_advice(self.advice or "")):
+            self.managed.load_for_run(self.working)
+        return self.managed.pack_model
 
-    def __exit__(self, *exc):
-        if not self.keep:
-            off = bridge.offload_device()
-            if self.model.device != off:
-                self.model.to(off)
-                bridge.empty_cache()
+    def __exit__(self, exc_type, exc, tb):
+        self.managed.after_run(self.keep)
+        if self.advice is not None and exc is not None and memory.is_allocation_failure(exc) \
+                and not isinstance(exc, AnimeVideoMemoryError):
+            raise memory.out_of_memory_error(self.what, self.working, exc, run_advice(self.advice)) from None
         return False
+
+
+def diffusion_working_bytes(frames: int, latent_h: int, latent_w: int, width: int, dtype_bytes: int,
+                            batch: int = 1, factor: int = 16) -> int:
+    """A rough bound of a video diffusion model's activations for one step: ``factor`` feature maps of ``width``
+    channels over every latent pixel of every frame, for ``batch`` (2 with classifier-free guidance). It only sizes
+    the room core makes before the run (load_models_gpu's memory_required); nothing is refused by it."""
+    return int(frames) * int(latent_h) * int(latent_w) * int(width) * int(dtype_bytes) * int(batch) * int(factor)
+
+
+# ---------------------------------------------------------------------------------------------
+# The loader-node factory
+# ---------------------------------------------------------------------------------------------
+
+KEEP_ON_GPU_TOOLTIP = ("Keep the model on the GPU between runs (faster re-runs, holds VRAM until ComfyUI needs "
+                       "the room). Off: it waits on the CPU.")
+
+
+def keep_on_gpu_input(tooltip: str = KEEP_ON_GPU_TOOLTIP):
+    return ("BOOLEAN", {"default": False, "tooltip": tooltip})
+
+
+@dataclass
+class LoaderSpec:
+    """One loader node. ``model_inputs()``: the required inputs naming the files, in widget order (the dtype input
+    follows them); ``open(**inputs)``: resolve the files and return ``(key, load, shown_name, path)`` for the model
+    cache (``load()`` builds the pack model, parked on the offload device); ``checks(**inputs)``: the
+    VALIDATE_INPUTS checks after the dtype's (each a callable raising the pack's errors); ``handle(ref,
+    keep_on_gpu, inputs)``: what the output wire carries (default ModelHandle)."""
+
+    node_id: str
+    description: str
+    model_inputs: Callable[[], dict]
+    dtypes: list
+    dtype_tooltip: str
+    return_type: str
+    return_name: str
+    output_tooltip: str
+    category: str
+    open: Callable[..., tuple]
+    checks: Callable[..., list] = lambda **inputs: []
+    keep_on_gpu_tooltip: str = KEEP_ON_GPU_TOOLTIP
+    download: bool = True  # the download_if_missing input (pinned files)
+    requires: str | None = None  # pipelines.dependencies.require(...) before validating and loading
+    handle: Callable | None = None
+
+
+def _signature(names: list[str], defaults: dict, first: str) -> inspect.Signature:
+    kind = inspect.Parameter.POSITIONAL_OR_KEYWORD
+    params = [inspect.Parameter(first, kind)]
+    params += [inspect.Parameter(n, kind, default=defaults[n]) if n in defaults else inspect.Parameter(n, kind)
+               for n in names]
+    return inspect.Signature(params)
+
+
+def make_loader_node(spec: LoaderSpec):
+    """A loader node class from ``spec``: inputs = spec's file inputs, dtype, then optional keep_on_gpu and (when
+    ``spec.download``) download_if_missing; VALIDATE_INPUTS takes the file inputs, dtype (and
+    download_if_missing), as ComfyUI then leaves their values to it (a pinned file not downloaded yet is valid);
+    ``load`` resolves the files, shares the model through the model cache (a core ModelPatcher inside ComfyUI)
+    and returns ``spec.handle(ref, keep_on_gpu, inputs)``."""
+    from ..pipelines import dependencies
+
+    file_names = list(spec.model_inputs().keys())
+    defaults = {"dtype": "auto", "keep_on_gpu": False, "download_if_missing": DOWNLOAD_DEFAULT}
+    validate_names = file_names + ["dtype"] + (["download_if_missing"] if spec.download else [])
+    load_names = file_names + ["dtype", "keep_on_gpu"] + (["download_if_missing"] if spec.download else [])
+    validate_sig = _signature(validate_names, defaults, "cls")
+    load_sig = _signature(load_names, defaults, "self")
+    make_handle = spec.handle or (lambda ref, keep_on_gpu, inputs: ModelHandle(keep_on_gpu=keep_on_gpu, ref=ref))
+
+    def INPUT_TYPES(cls):
+        optional = {"keep_on_gpu": keep_on_gpu_input(spec.keep_on_gpu_tooltip)}
+        if spec.download:
+            optional["download_if_missing"] = DOWNLOAD_INPUT
+        return {"required": {**spec.model_inputs(),
+                             "dtype": (list(spec.dtypes), {"default": "auto", "tooltip": spec.dtype_tooltip})},
+                "optional": optional}
+
+    def VALIDATE_INPUTS(cls, *args, **kwargs):
+        bound = validate_sig.bind(cls, *args, **kwargs)
+        bound.apply_defaults()
+        inputs = dict(bound.arguments)
+        inputs.pop("cls")
+        dtype = inputs.pop("dtype")
+        checks = list(spec.checks(**inputs))
+        if spec.requires:
+            checks.append(lambda: dependencies.require(spec.requires))
+        return validate_model_inputs(dtype, spec.dtypes, *checks)
+
+    VALIDATE_INPUTS.__signature__ = validate_sig
+
+    def load(self, *args, **kwargs):
+        bound = load_sig.bind(self, *args, **kwargs)
+        bound.apply_defaults()
+        inputs = dict(bound.arguments)
+        inputs.pop("self")
+        if inputs["dtype"] not in spec.dtypes:
+            raise AnimeVideoInputError(f"dtype: '{inputs['dtype']}' is not one of {', '.join(spec.dtypes)}.")
+        if spec.requires:
+            dependencies.require(spec.requires)
+        keep_on_gpu = bool(inputs.pop("keep_on_gpu"))
+        key, build, shown_name, path = spec.open(**inputs)
+        return (make_handle(cached_model_ref(key, build, shown_name, path), keep_on_gpu, inputs),)
+
+    load.__signature__ = load_sig
+
+    return type(spec.node_id, (), {
+        "DESCRIPTION": spec.description,
+        "INPUT_TYPES": classmethod(INPUT_TYPES),
+        "VALIDATE_INPUTS": classmethod(VALIDATE_INPUTS),
+        "RETURN_TYPES": (spec.return_type,),
+        "RETURN_NAMES": (spec.return_name,),
+        "OUTPUT_TOOLTIPS": (spec.output_tooltip,),
+        "FUNCTION": "load",
+        "CATEGORY": spec.category,
+        "load": load,
+        "loader_spec": spec,
+    })
 
 
 def check_clip_memory(what: str, result_bytes: int, working_bytes: int, advice: str):

@@ -9,16 +9,16 @@ import os
 
 import torch
 
-from ..pipelines.checkpoint_io import FileIdentity, explain_load_errors
+from ..pipelines.checkpoint_io import FileIdentity
 from ..pipelines.errors import AnimeVideoInputError, AnimeVideoModelError
 from ..pipelines.ganime import inference as g_inference
 from ..pipelines.ganime import loader as g_loader
 from ..pipelines.ganime import tokens as g_tokens
 from ..pipelines.image_ops import comfy_image_to_bchw
-from ..pipelines.model_cache import MODEL_CACHE
 from . import comfy_bridge as bridge
-from ..pipelines import dependencies, memory
-from .common import ModelOnDevice, check_clip_memory, clip_bytes, resolve_model_file, validate_model_inputs
+from ..pipelines import memory
+from .common import (LoaderSpec, ModelHandle, ModelOnDevice, cached_model, check_clip_memory, clip_bytes,
+                     make_loader_node, resolve_model_file)
 from .svd import single_image
 
 GANIME_MODEL = "ANIMEVIDEO_GANIME"
@@ -90,70 +90,65 @@ def resolve_path(name: str, input_name: str) -> str:
     return resolve_model_file(name, FOLDER, input_name, lambda: missing_model_message(name, input_name))
 
 
-def load_ganime_cached(vqgan_name: str, transformer_name: str, dtype_name: str) -> g_loader.GANimeModel:
+def open_ganime(vqgan_name: str, transformer_name: str, dtype: str = "auto"):
+    """(cache key, load, name, path) of the GANime pair for these loader inputs (see LoaderSpec.open)."""
     vq_path = resolve_path(vqgan_name, "vqgan_name")
     tr_path = resolve_path(transformer_name, "transformer_name")
-    dtype = g_loader.resolve_dtype(dtype_name, bridge.torch_device())
-    key = ("ganime", FileIdentity.of(vq_path), FileIdentity.of(tr_path), str(dtype))
-    # out of memory, a package too old or a damaged file: each said as what it is
-    with explain_load_errors(f"{vqgan_name} + {transformer_name}", tr_path):
-        return MODEL_CACHE.get_or_load(
-            key, lambda: g_loader.load_ganime(vq_path, tr_path, dtype).to(bridge.offload_device()))
+    torch_dtype = g_loader.resolve_dtype(dtype, bridge.torch_device())
+    key = ("ganime", FileIdentity.of(vq_path), FileIdentity.of(tr_path), str(torch_dtype))
+    return (key, lambda: g_loader.load_ganime(vq_path, tr_path, torch_dtype).to(bridge.offload_device()),
+            f"{vqgan_name} + {transformer_name}", tr_path)
 
 
-class GANimeHandle:
+def load_ganime_cached(vqgan_name: str, transformer_name: str, dtype_name: str):
+    """The managed GANime pair (shared through the model cache)."""
+    return cached_model(*open_ganime(vqgan_name, transformer_name, dtype_name))
+
+
+class GANimeHandle(ModelHandle):
     """What flows along the ANIMEVIDEO_GANIME wire: the shared model pair plus this loader's placement choice."""
 
-    def __init__(self, model: g_loader.GANimeModel, keep_on_gpu: bool):
-        self.model = model
-        self.keep_on_gpu = keep_on_gpu
+
+def _ganime_inputs() -> dict:
+    names = model_names()
+    vqgans = ordered_for("vqgan", names, DEFAULT_VQGAN)
+    transformers = ordered_for("transformer", names, DEFAULT_TRANSFORMER)
+    return {
+        "vqgan_name": (vqgans, {
+            "default": vqgans[0] if vqgans else DEFAULT_VQGAN,
+            "tooltip": "The VQ-GAN file in models/ganime (e.g. ganime_kny_vqgan.safetensors): turns each "
+                       "64x128 frame into 8x16 codebook codes and back. VQ-GAN files are listed first "
+                       "(read from the tensors, not the name)."}),
+        "transformer_name": (transformers, {
+            "default": transformers[0] if transformers else DEFAULT_TRANSFORMER,
+            "tooltip": "The transformer file in models/ganime (e.g. ganime_kny_gpt2_medium.safetensors), "
+                       "trained with that VQ-GAN. Transformer files are listed first."}),
+    }
 
 
-class AnimeVideoLoadGANime:
-    DESCRIPTION = ("Loads a GANime VQ-GAN (frame tokenizer) and its GPT-2 transformer for first/last-frame "
-                   "in-betweening.")
-
-    @classmethod
-    def INPUT_TYPES(cls):
-        names = model_names()
-        vqgans = ordered_for("vqgan", names, DEFAULT_VQGAN)
-        transformers = ordered_for("transformer", names, DEFAULT_TRANSFORMER)
-        return {
-            "required": {
-                "vqgan_name": (vqgans, {
-                    "default": vqgans[0] if vqgans else DEFAULT_VQGAN,
-                    "tooltip": "The VQ-GAN file in models/ganime (e.g. ganime_kny_vqgan.safetensors): turns each "
-                               "64x128 frame into 8x16 codebook codes and back. VQ-GAN files are listed first "
-                               "(read from the tensors, not the name)."}),
-                "transformer_name": (transformers, {
-                    "default": transformers[0] if transformers else DEFAULT_TRANSFORMER,
-                    "tooltip": "The transformer file in models/ganime (e.g. ganime_kny_gpt2_medium.safetensors), "
-                               "trained with that VQ-GAN. Transformer files are listed first."}),
-                "dtype": (list(g_loader.DTYPES), {"default": "auto", "tooltip": "Transformer precision. auto: fp16 "
-                          "on a GPU, fp32 on the CPU. The VQ-GAN always runs in fp32 (codebook distances)."}),
-            },
-            "optional": {
-                "keep_on_gpu": ("BOOLEAN", {"default": False, "tooltip": "Keep both models on the GPU between runs "
-                                            "(faster re-runs, holds VRAM). Off: they wait on the CPU."}),
-            },
-        }
-
-    RETURN_TYPES = (GANIME_MODEL,)
-    RETURN_NAMES = ("ganime_model",)
-    OUTPUT_TOOLTIPS = ("The loaded GANime pair, for GANime In-between / Encode / Decode.",)
-    FUNCTION = "load"
-    CATEGORY = CATEGORY
-
-    @classmethod
-    def VALIDATE_INPUTS(cls, vqgan_name, transformer_name, dtype="auto"):
-        return validate_model_inputs(dtype, g_loader.DTYPES, lambda: resolve_path(vqgan_name, "vqgan_name"),
-                                     lambda: resolve_path(transformer_name, "transformer_name"),
-                                     lambda: check_kind(vqgan_name, "vqgan_name", "vqgan"),
-                                     lambda: check_kind(transformer_name, "transformer_name", "transformer"))
-
-    def load(self, vqgan_name, transformer_name, dtype="auto", keep_on_gpu=False):
-        dependencies.require("GANime")
-        return (GANimeHandle(load_ganime_cached(vqgan_name, transformer_name, dtype), keep_on_gpu),)
+AnimeVideoLoadGANime = make_loader_node(LoaderSpec(
+    node_id="AnimeVideoLoadGANime",
+    description="Loads a GANime VQ-GAN (frame tokenizer) and its GPT-2 transformer for first/last-frame "
+                "in-betweening.",
+    model_inputs=_ganime_inputs,
+    dtypes=list(g_loader.DTYPES),
+    dtype_tooltip="Transformer precision. auto: fp16 on a GPU, fp32 on the CPU. The VQ-GAN always runs in fp32 "
+                  "(codebook distances).",
+    return_type=GANIME_MODEL, return_name="ganime_model",
+    output_tooltip="The loaded GANime pair, for GANime In-between / Encode / Decode.",
+    category=CATEGORY,
+    open=open_ganime,
+    checks=lambda vqgan_name, transformer_name: [
+        lambda: resolve_path(vqgan_name, "vqgan_name"),
+        lambda: resolve_path(transformer_name, "transformer_name"),
+        lambda: check_kind(vqgan_name, "vqgan_name", "vqgan"),
+        lambda: check_kind(transformer_name, "transformer_name", "transformer")],
+    keep_on_gpu_tooltip="Keep both models on the GPU between runs (faster re-runs, holds VRAM until ComfyUI needs "
+                        "the room). Off: they wait on the CPU.",
+    download=False,
+    requires="GANime",
+    handle=lambda ref, keep_on_gpu, inputs: GANimeHandle(keep_on_gpu=keep_on_gpu, ref=ref),
+))
 
 
 class AnimeVideoGANimeInbetween:
@@ -230,7 +225,7 @@ class AnimeVideoGANimeInbetween:
         steps = req.num_frames - (1 if req.use_generated_last else 2)
         progress = bridge.Progress(steps + 1, desc="GANime")
         try:
-            with ModelOnDevice(model, handle.keep_on_gpu):
+            with ModelOnDevice(handle.managed, handle.keep_on_gpu, 0, "GANime in-betweening", MEMORY_ADVICE) as model:
                 result = g_inference.inbetween(model, a, b, req, on_step=lambda done, total: progress.set(done))
             progress.set(steps + 1)
         finally:
@@ -261,9 +256,8 @@ class AnimeVideoGANimeEncode:
     CATEGORY = CATEGORY
 
     def encode(self, ganime_model, images, aspect):
-        model = ganime_model.model
         x = comfy_image_to_bchw(images, "images")
-        with ModelOnDevice(model, ganime_model.keep_on_gpu):
+        with ModelOnDevice(ganime_model.managed, ganime_model.keep_on_gpu) as model:
             xm = g_inference.to_model(x, model.image_size, aspect).to(model.device)
             codes = model.vqgan.encode_to_codes(xm).cpu()
         h, w = model.vqgan.config.latent_size
@@ -305,7 +299,7 @@ class AnimeVideoGANimeDecode:
             raise AnimeVideoInputError(
                 f"codes: made by a VQ-GAN with a {codes['latent_size']} grid of {codes['num_embeddings']} codes; this "
                 f"model has {cfg.latent_size} and {cfg.num_embeddings}. Decode with the VQ-GAN that encoded them.")
-        with ModelOnDevice(model, ganime_model.keep_on_gpu):
+        with ModelOnDevice(ganime_model.managed, ganime_model.keep_on_gpu) as model:
             images = model.vqgan.decode_codes(codes["codes"].to(model.device))
         return (((images.float() + 1) / 2).clamp(0, 1).permute(0, 2, 3, 1).cpu().contiguous(),)
 

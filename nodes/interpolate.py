@@ -11,16 +11,15 @@ import os
 import torch
 
 from ..pipelines import memory, storyboard
-from ..pipelines.checkpoint_io import FileIdentity, explain_load_errors
+from ..pipelines.checkpoint_io import FileIdentity
 from ..pipelines.errors import AnimeVideoInputError, AnimeVideoModelError
 from ..pipelines.image_ops import comfy_image_to_bchw
 from ..pipelines.interpolate import loader as interp_loader
 from ..pipelines.interpolate import run as interp_run
 from ..pipelines.interpolate import timing
-from ..pipelines.model_cache import MODEL_CACHE
 from . import comfy_bridge as bridge
-from .common import (ModelOnDevice, check_clip_memory, clip_bytes, input_copy_bytes, resolve_model_file,
-                     validate_model_inputs)
+from .common import (LoaderSpec, ModelHandle, ModelOnDevice, cached_model, check_clip_memory, clip_bytes,
+                     input_copy_bytes, make_loader_node, resolve_model_file)
 
 INTERPOLATOR = "ANIMEVIDEO_INTERPOLATOR"
 KIND = "interpolation"
@@ -48,59 +47,48 @@ def resolve_interpolator_path(model_name: str) -> str:
     return path
 
 
-def load_interpolator_cached(model_name: str, dtype_name: str):
+def open_interpolator(model_name: str, dtype: str = "auto"):
+    """(cache key, load, name, path) of the interpolator for these loader inputs (see LoaderSpec.open)."""
     path = resolve_interpolator_path(model_name)
-    dtype = interp_loader.resolve_dtype(dtype_name)
-    key = ("animeinterp", FileIdentity.of(path), str(dtype))
-    # out of memory, a package too old or a damaged file: each said as what it is
-    with explain_load_errors(model_name, path):
-        return MODEL_CACHE.get_or_load(
-            key, lambda: interp_loader.load_interpolator(path, dtype).to(bridge.offload_device()))
+    torch_dtype = interp_loader.resolve_dtype(dtype)
+    key = ("animeinterp", FileIdentity.of(path), str(torch_dtype))
+    return key, lambda: interp_loader.load_interpolator(path, torch_dtype).to(bridge.offload_device()), model_name, path
 
 
-class InterpolatorHandle:
+def load_interpolator_cached(model_name: str, dtype_name: str):
+    """The managed interpolator (shared through the model cache)."""
+    return cached_model(*open_interpolator(model_name, dtype_name))
+
+
+class InterpolatorHandle(ModelHandle):
     """What flows along the ANIMEVIDEO_INTERPOLATOR wire: the shared model, its file name, placement."""
 
-    def __init__(self, model, name: str, keep_on_gpu: bool):
-        self.model, self.name, self.keep_on_gpu = model, name, keep_on_gpu
+    def __init__(self, model=None, name: str = "", keep_on_gpu: bool = False, ref=None):
+        super().__init__(model, keep_on_gpu, ref)
+        self.name = name
 
 
-class AnimeVideoLoadInterpolator:
-    DESCRIPTION = ("Loads AnimeInterp (CVPR 2021) from its released anime_interp_full.ckpt, or a file in the same "
-                   "layout, for AnimeVideo Interpolate.")
-
-    @classmethod
-    def INPUT_TYPES(cls):
-        return {
-            "required": {
-                "model_name": (interpolator_names(), {
-                    "tooltip": "AnimeInterp weights in models/interpolation: anime_interp_full.ckpt from "
-                               "github.com/lisiyao21/AnimeInterp (README links), or a file in its layout."}),
-                "dtype": (DTYPES, {"default": "auto", "tooltip": "Weight precision. auto: fp32 (as released). "
-                                   "fp16/bf16 halve the memory on a GPU; flows are always refined in fp32."}),
-            },
-            "optional": {
-                "keep_on_gpu": ("BOOLEAN", {"default": False, "tooltip": "Keep the model on the GPU between "
-                                            "runs (faster re-runs, holds about 25 MB of VRAM). Off: it waits on "
-                                            "the CPU."}),
-            },
-        }
-
-    RETURN_TYPES = (INTERPOLATOR,)
-    RETURN_NAMES = ("interpolator",)
-    OUTPUT_TOOLTIPS = ("The loaded AnimeInterp model, for AnimeVideo Interpolate.",)
-    FUNCTION = "load"
-    CATEGORY = CATEGORY
-
-    @classmethod
-    def VALIDATE_INPUTS(cls, model_name, dtype="auto"):
-        return validate_model_inputs(dtype, DTYPES, lambda: resolve_interpolator_path(model_name))
-
-    def load(self, model_name, dtype="auto", keep_on_gpu=False):
-        if dtype not in DTYPES:
-            raise AnimeVideoInputError(f"dtype: '{dtype}' is not one of {', '.join(DTYPES)}.")
-        model = load_interpolator_cached(model_name, dtype)
-        return (InterpolatorHandle(model, os.path.basename(model_name), keep_on_gpu),)
+AnimeVideoLoadInterpolator = make_loader_node(LoaderSpec(
+    node_id="AnimeVideoLoadInterpolator",
+    description="Loads AnimeInterp (CVPR 2021) from its released anime_interp_full.ckpt, or a file in the same "
+                "layout, for AnimeVideo Interpolate.",
+    model_inputs=lambda: {"model_name": (interpolator_names(), {
+        "tooltip": "AnimeInterp weights in models/interpolation: anime_interp_full.ckpt from "
+                   "github.com/lisiyao21/AnimeInterp (README links), or a file in its layout."})},
+    dtypes=DTYPES,
+    dtype_tooltip="Weight precision. auto: fp32 (as released). fp16/bf16 halve the memory on a GPU; flows are "
+                  "always refined in fp32.",
+    return_type=INTERPOLATOR, return_name="interpolator",
+    output_tooltip="The loaded AnimeInterp model, for AnimeVideo Interpolate.",
+    category=CATEGORY,
+    open=open_interpolator,
+    checks=lambda model_name: [lambda: resolve_interpolator_path(model_name)],
+    keep_on_gpu_tooltip="Keep the model on the GPU between runs (faster re-runs, holds about 25 MB of VRAM until "
+                        "ComfyUI needs the room). Off: it waits on the CPU.",
+    download=False,
+    handle=lambda ref, keep_on_gpu, inputs: InterpolatorHandle(name=os.path.basename(inputs["model_name"]),
+                                                               keep_on_gpu=keep_on_gpu, ref=ref),
+))
 
 
 def clip_frames(frames) -> torch.Tensor:
@@ -227,7 +215,8 @@ class AnimeVideoInterpolate:
             if not needs_model:  # nothing to interpolate (e.g. x1 on a clip on ones): no model
                 out, _ = interp_run.interpolate_clip(model, clip, plan, on_frame=on_frame)
             else:
-                with ModelOnDevice(model, handle.keep_on_gpu, interp_run.working_bytes(model.cfg, *size)):
+                with ModelOnDevice(handle.managed, handle.keep_on_gpu, interp_run.working_bytes(model.cfg, *size),
+                                   "interpolating", MEMORY_ADVICE):
                     out, _ = interp_run.interpolate_clip(model, clip, plan, iters=int(flow_iterations),
                                                          on_frame=on_frame, check_interrupt=bridge.check_interrupt)
         finally:

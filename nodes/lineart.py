@@ -4,15 +4,14 @@ The work happens in ``pipelines.lineart``; the generator is loaded here through 
 """
 from __future__ import annotations
 
-from ..pipelines.checkpoint_io import FileIdentity, explain_load_errors
+from ..pipelines.checkpoint_io import FileIdentity
 from ..pipelines.errors import AnimeVideoInputError, AnimeVideoModelError
 from ..pipelines.lineart import extract as la_extract
 from ..pipelines.lineart import loader as la_loader
-from ..pipelines.model_cache import MODEL_CACHE
 from . import comfy_bridge as bridge
 from ..pipelines import memory
-from .common import (DOWNLOAD_DEFAULT, DOWNLOAD_INPUT, ModelOnDevice, check_clip_memory, clip_bytes, input_copy_bytes,
-                     resolve_model_file, with_fetchable)
+from .common import (DOWNLOAD_DEFAULT, DOWNLOAD_INPUT, ModelOnDevice, cached_model, check_clip_memory, clip_bytes,
+                     input_copy_bytes, resolve_model_file, with_fetchable)
 
 FOLDER = la_loader.FOLDER
 CATEGORY = "AnimeVideo/LVCD"
@@ -36,12 +35,11 @@ def resolve_lineart_path(model_name: str, download_if_missing: bool = False, fet
 
 
 def load_lineart_cached(model_name: str, download_if_missing: bool = False):
-    """The generator for ``model_name``, shared through MODEL_CACHE and parked on the offload device."""
+    """The managed generator for ``model_name``, shared through the model cache and parked on the offload
+    device."""
     path = resolve_lineart_path(model_name, download_if_missing)
     key = ("lineart", FileIdentity.of(path))
-    # out of memory, a package too old or a damaged file: each said as what it is
-    with explain_load_errors(model_name, path):
-        return MODEL_CACHE.get_or_load(key, lambda: la_loader.load_lineart_model(path).to(bridge.offload_device()))
+    return cached_model(key, lambda: la_loader.load_lineart_model(path).to(bridge.offload_device()), model_name, path)
 
 
 class AnimeVideoLineart:
@@ -108,7 +106,7 @@ class AnimeVideoLineart:
         n = int(image.shape[0]) if hasattr(image, "shape") and image.ndim == 4 else 1
         progress = bridge.Progress(max(1, n), desc="Lineart")
         try:
-            with ModelOnDevice(model, keep_on_gpu=False) as m:
+            with ModelOnDevice(model, False, 0, "lineart extraction", MEMORY_ADVICE) as m:
                 out = la_extract.extract_lineart(m, image, chunk_size=int(chunk_size), device=bridge.torch_device(),
                                                  on_chunk=lambda done, total: progress.set(done),
                                                  check_interrupt=bridge.check_interrupt)

@@ -2,19 +2,18 @@
 and ``pipelines.long_video``."""
 from __future__ import annotations
 
-from ..pipelines.checkpoint_io import FileIdentity, explain_load_errors
+from ..pipelines.checkpoint_io import FileIdentity
 from ..pipelines.errors import AnimeVideoInputError
 from ..pipelines.image_ops import FIT_MODES, comfy_image_to_bchw, fit_image
 from ..pipelines.lineart import POLARITIES, to_hint
 from ..pipelines.long_video.segments import TAIL_MODES, LongVideoOptions, parse_reference_indices, plan_segments
 from ..pipelines.long_video.decode import chunk_spans
-from ..pipelines.model_cache import MODEL_CACHE
 from ..pipelines.svd import decode as svd_decode
 from ..pipelines.svd import loader as svd_loader
 from . import comfy_bridge as bridge
-from ..pipelines import dependencies, memory
-from .common import (DOWNLOAD_DEFAULT, DOWNLOAD_INPUT, ModelOnDevice, check_clip_memory, clip_bytes,
-                     input_copy_bytes, resolve_model_file, validate_model_inputs, with_fetchable)
+from ..pipelines import memory
+from .common import (LoaderSpec, ModelHandle, ModelOnDevice, cached_model, check_clip_memory, clip_bytes,
+                     diffusion_working_bytes, input_copy_bytes, make_loader_node, resolve_model_file, with_fetchable)
 from .svd import CKPT_EXTENSIONS, DTYPES, LONG_VIDEO, resolve_svd_path
 
 LVCD_MODEL = "ANIMEVIDEO_LVCD"
@@ -47,67 +46,56 @@ def resolve_lvcd_path(lvcd_name: str, download_if_missing: bool = False, fetch: 
         f"{EXPECTED_LVCD}"), download_if_missing, fetch)
 
 
-def load_lvcd_cached(ckpt_name: str, lvcd_name: str, dtype_name: str, download_if_missing: bool = False):
+def open_lvcd(ckpt_name: str, lvcd_name: str, dtype: str = "auto", download_if_missing: bool = False):
+    """(cache key, load, name, path) of the LVCD model for these loader inputs (see LoaderSpec.open)."""
     from ..pipelines.lvcd.loader import load_lvcd
 
     svd_path = resolve_svd_path(ckpt_name, download_if_missing)
     lvcd_path = resolve_lvcd_path(lvcd_name, download_if_missing)
-    dtype = svd_loader.resolve_dtype(dtype_name, bridge.torch_device())
-    key = ("lvcd", FileIdentity.of(svd_path), FileIdentity.of(lvcd_path), str(dtype))
-    # out of memory, a package too old or a damaged file: each said as what it is
-    with explain_load_errors(f"{ckpt_name} + {lvcd_name}", lvcd_path):
-        return MODEL_CACHE.get_or_load(key, lambda: load_lvcd(svd_path, lvcd_path, dtype).to(bridge.offload_device()))
+    torch_dtype = svd_loader.resolve_dtype(dtype, bridge.torch_device())
+    key = ("lvcd", FileIdentity.of(svd_path), FileIdentity.of(lvcd_path), str(torch_dtype))
+    return (key, lambda: load_lvcd(svd_path, lvcd_path, torch_dtype).to(bridge.offload_device()),
+            f"{ckpt_name} + {lvcd_name}", lvcd_path)
 
 
-class LVCDHandle:
+def load_lvcd_cached(ckpt_name: str, lvcd_name: str, dtype_name: str, download_if_missing: bool = False):
+    """The managed LVCD model (shared through the model cache)."""
+    return cached_model(*open_lvcd(ckpt_name, lvcd_name, dtype_name, download_if_missing))
+
+
+class LVCDHandle(ModelHandle):
     """What flows along the ANIMEVIDEO_LVCD wire: the shared model plus this loader's placement choice."""
 
-    def __init__(self, model, keep_on_gpu: bool):
-        self.model = model
-        self.keep_on_gpu = keep_on_gpu
+
+def _lvcd_inputs() -> dict:
+    ckpts = with_fetchable(bridge.list_files("checkpoints", CKPT_EXTENSIONS), "checkpoints")
+    lvcds = lvcd_names()
+    return {
+        "ckpt_name": (ckpts, {"default": _default(ckpts, DEFAULT_SVD), "tooltip": "The SVD checkpoint in "
+                      "models/checkpoints. LVCD was trained on the 14-frame svd.safetensors "
+                      "(stabilityai/stable-video-diffusion-img2vid)."}),
+        "lvcd_name": (lvcds, {"default": _default(lvcds, DEFAULT_LVCD), "tooltip": "The LVCD weights in "
+                      "models/lvcd: lvcd-fp16.safetensors (Kijai/LVCD-pruned) or the authors' lvcd.ckpt."}),
+    }
 
 
-class AnimeVideoLoadLVCD:
-    DESCRIPTION = ("Loads LVCD (reference-based lineart video colorization): the 14-frame SVD checkpoint with the "
-                   "LVCD sketch ControlNet and reference-attention weights on top.")
-
-    @classmethod
-    def INPUT_TYPES(cls):
-        ckpts = with_fetchable(bridge.list_files("checkpoints", CKPT_EXTENSIONS), "checkpoints")
-        lvcds = lvcd_names()
-        return {
-            "required": {
-                "ckpt_name": (ckpts, {"default": _default(ckpts, DEFAULT_SVD), "tooltip": "The SVD checkpoint in "
-                              "models/checkpoints. LVCD was trained on the 14-frame svd.safetensors "
-                              "(stabilityai/stable-video-diffusion-img2vid)."}),
-                "lvcd_name": (lvcds, {"default": _default(lvcds, DEFAULT_LVCD), "tooltip": "The LVCD weights in "
-                              "models/lvcd: lvcd-fp16.safetensors (Kijai/LVCD-pruned) or the authors' lvcd.ckpt."}),
-                "dtype": (DTYPES, {"default": "auto", "tooltip": "Weight precision. auto: fp16 on a GPU, fp32 on "
-                                   "the CPU. The VAE stays fp32 when fp16 is chosen."}),
-            },
-            "optional": {
-                "keep_on_gpu": ("BOOLEAN", {"default": False, "tooltip": "Keep the model on the GPU between runs "
-                                            "(faster re-runs, holds VRAM). Off: it waits on the CPU."}),
-                "download_if_missing": DOWNLOAD_INPUT,
-            },
-        }
-
-    RETURN_TYPES = (LVCD_MODEL,)
-    RETURN_NAMES = ("lvcd_model",)
-    OUTPUT_TOOLTIPS = ("The loaded LVCD model, for AnimeVideo LVCD Colorize.",)
-    FUNCTION = "load"
-    CATEGORY = CATEGORY
-
-    @classmethod
-    def VALIDATE_INPUTS(cls, ckpt_name, lvcd_name, dtype="auto", download_if_missing=DOWNLOAD_DEFAULT):
-        return validate_model_inputs(dtype, DTYPES,
-                                     lambda: resolve_svd_path(ckpt_name, download_if_missing, fetch=False),
-                                     lambda: resolve_lvcd_path(lvcd_name, download_if_missing, fetch=False),
-                                     lambda: dependencies.require("LVCD"))
-
-    def load(self, ckpt_name, lvcd_name, dtype="auto", keep_on_gpu=False, download_if_missing=DOWNLOAD_DEFAULT):
-        dependencies.require("LVCD")
-        return (LVCDHandle(load_lvcd_cached(ckpt_name, lvcd_name, dtype, download_if_missing), keep_on_gpu),)
+AnimeVideoLoadLVCD = make_loader_node(LoaderSpec(
+    node_id="AnimeVideoLoadLVCD",
+    description="Loads LVCD (reference-based lineart video colorization): the 14-frame SVD checkpoint with the "
+                "LVCD sketch ControlNet and reference-attention weights on top.",
+    model_inputs=_lvcd_inputs,
+    dtypes=DTYPES,
+    dtype_tooltip="Weight precision. auto: fp16 on a GPU, fp32 on the CPU. The VAE stays fp32 when fp16 is chosen.",
+    return_type=LVCD_MODEL, return_name="lvcd_model",
+    output_tooltip="The loaded LVCD model, for AnimeVideo LVCD Colorize.",
+    category=CATEGORY,
+    open=open_lvcd,
+    checks=lambda ckpt_name, lvcd_name, download_if_missing: [
+        lambda: resolve_svd_path(ckpt_name, download_if_missing, fetch=False),
+        lambda: resolve_lvcd_path(lvcd_name, download_if_missing, fetch=False)],
+    requires="LVCD",
+    handle=lambda ref, keep_on_gpu, inputs: LVCDHandle(keep_on_gpu=keep_on_gpu, ref=ref),
+))
 
 
 class AnimeVideoLongVideoOptions:
@@ -212,7 +200,6 @@ class AnimeVideoLVCDColorize:
         from ..pipelines.lvcd import colorize as lvcd_colorize
 
         handle = lvcd_model
-        model = handle.model
         opts = (long_video or LongVideoOptions()).validate()
         width, height = int(width), int(height)
         if width % 8 or height % 8:
@@ -222,6 +209,8 @@ class AnimeVideoLVCDColorize:
         check_clip_memory(f"colorizing {n} lineart frames at {width}x{height}", clip_bytes(n, height, width),
                           2 * clip_bytes(n, in_h, in_w) + 2 * clip_bytes(n, height, width)
                           + input_copy_bytes(lineart), MEMORY_ADVICE)
+        managed = handle.managed
+        model = managed.pack_model
         lines = comfy_image_to_bchw(lineart, "lineart")
         if lines.shape[0] < 1:
             raise AnimeVideoInputError("lineart: got 0 frames; at least 1 lineart frame is needed.")
@@ -253,8 +242,11 @@ class AnimeVideoLVCDColorize:
 
         options = lvcd_colorize.ColorizeOptions(long_video=opts, color_match=bool(color_match))
         callbacks = lvcd_colorize.ColorizeCallbacks(on_step=on_step, on_decode_chunk=on_decode_chunk)
+        # one segment per pass, plus the reference frame, with guidance (UNet + ControlNet)
+        working = diffusion_working_bytes(opts.segment_length + 1, height // 8, width // 8, 320,
+                                          model.dtype.itemsize, batch=2)
         try:
-            with ModelOnDevice(model, handle.keep_on_gpu):
+            with ModelOnDevice(managed, handle.keep_on_gpu, working, "the LVCD run", MEMORY_ADVICE):
                 frames = lvcd_colorize.colorize(model, [(r, i) for r, i in zip(refs, indices)], hints, options,
                                                 int(steps), int(seed), callbacks, reference_hints=ref_hints)
         finally:

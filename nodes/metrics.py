@@ -11,9 +11,8 @@ import os
 from ..pipelines.checkpoint_io import FileIdentity, resolve_in_folders
 from ..pipelines.errors import AnimeVideoInputError, AnimeVideoModelError
 from ..pipelines.metrics import clips_io, evaluate, features, loader, temporal
-from ..pipelines.model_cache import MODEL_CACHE
 from . import comfy_bridge as bridge
-from .common import ModelOnDevice, check_clip_memory, clip_bytes, resolve_model_file
+from .common import ModelOnDevice, cached_model, check_clip_memory, clip_bytes, resolve_model_file
 
 FOLDER = loader.FOLDER
 CATEGORY = "AnimeVideo/Metrics"
@@ -48,7 +47,7 @@ def resolve_metric_file(name: str, input_name: str, what: str) -> str:
 
 def _cached(tag: str, paths: list[str], load):
     key = (tag,) + tuple(FileIdentity.of(p) for p in paths)
-    return MODEL_CACHE.get_or_load(key, lambda: load().to(bridge.offload_device()))
+    return cached_model(key, lambda: load().to(bridge.offload_device()), os.path.basename(paths[-1]), paths[-1])
 
 
 def load_lpips_cached(kind: str):
@@ -178,21 +177,21 @@ class AnimeVideoClipMetrics:
             lp = lineart_fn = flow_fn = None
             flow_min = 0
             if lpips != NONE:
-                lp = load_lpips_cached(lpips)
-                models.append(ModelOnDevice(lp, keep_on_gpu=False))
+                models.append(ModelOnDevice(load_lpips_cached(lpips), keep_on_gpu=False))
+                lp = models[-1].model
             if lineart_model not in (NONE, None):
                 from ..pipelines.lineart import extract as la_extract
                 from .lineart import load_lineart_cached
 
-                generator = load_lineart_cached(lineart_model)
-                models.append(ModelOnDevice(generator, keep_on_gpu=False))
+                models.append(ModelOnDevice(load_lineart_cached(lineart_model), keep_on_gpu=False))
+                generator = models[-1].model
 
                 def lineart_fn(frames):
                     return la_extract.extract_lineart(generator, frames, chunk_size=int(chunk_size), device=device,
                                                       check_interrupt=bridge.check_interrupt)
             if interpolator is not None:
-                model = interpolator.model
-                models.append(ModelOnDevice(model, keep_on_gpu=interpolator.keep_on_gpu))
+                models.append(ModelOnDevice(interpolator.managed, keep_on_gpu=interpolator.keep_on_gpu))
+                model = models[-1].model
                 flow_fn, flow_min = temporal.animeinterp_flow(model), model.min_size
             for m in models:
                 m.__enter__()
@@ -284,6 +283,7 @@ class AnimeVideoSetMetrics:
         passes = (i3d is not None) + (inc is not None)
         progress = bridge.Progress(passes * (len(gen_sources) + len(gold_sources)), desc="Set metrics")
         placed = [ModelOnDevice(m, keep_on_gpu=False) for m in (i3d, inc) if m is not None]
+        i3d, inc = (None if m is None else m.pack_model for m in (i3d, inc))
         try:
             for p in placed:
                 p.__enter__()

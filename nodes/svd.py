@@ -5,18 +5,18 @@ import os
 
 import torch
 
-from ..pipelines.checkpoint_io import FileIdentity, explain_load_errors, resolve_in_folders
+from ..pipelines.checkpoint_io import FileIdentity, resolve_in_folders
 from ..pipelines.errors import AnimeVideoInputError, AnimeVideoModelError
 from ..pipelines.image_ops import FIT_MODES, comfy_image_to_bchw, fit_image
-from ..pipelines.model_cache import MODEL_CACHE
 from ..pipelines.svd import decode as svd_decode
 from ..pipelines.svd import guided as svd_guided
 from ..pipelines.svd import loader as svd_loader
 from ..pipelines.svd import pipeline as svd_pipeline
 from . import comfy_bridge as bridge
-from ..pipelines import dependencies, memory
-from .common import (DOWNLOAD_DEFAULT, DOWNLOAD_INPUT, ModelOnDevice, can_fetch, check_clip_memory, clip_bytes,
-                     explain_missing, fetch_model, input_copy_bytes, validate_model_inputs, with_fetchable)
+from ..pipelines import memory
+from .common import (LoaderSpec, ModelHandle, ModelOnDevice, cached_model, can_fetch, check_clip_memory, clip_bytes,
+                     diffusion_working_bytes, explain_missing, fetch_model, input_copy_bytes, make_loader_node,
+                     with_fetchable)
 from .guides import GUIDE, incoming as incoming_guide
 
 SVD_MODEL = "ANIMEVIDEO_SVD"
@@ -67,60 +67,49 @@ def missing_model_message(ckpt_name: str) -> str:
     )
 
 
-def load_svd_cached(ckpt_name: str, dtype_name: str, download_if_missing: bool = False) -> svd_loader.SVDModel:
+def open_svd(ckpt_name: str, dtype: str = "auto", download_if_missing: bool = False):
+    """(cache key, load, name, path) of the SVD model for these loader inputs (see LoaderSpec.open)."""
     path = resolve_svd_path(ckpt_name, download_if_missing)
-    dtype = svd_loader.resolve_dtype(dtype_name, bridge.torch_device())
-    key = ("svd", FileIdentity.of(path), str(dtype))
-    # out of memory, a package too old or a damaged file: each said as what it is
-    with explain_load_errors(ckpt_name, path):
-        return MODEL_CACHE.get_or_load(key, lambda: svd_loader.load_svd(path, dtype).to(bridge.offload_device()))
+    torch_dtype = svd_loader.resolve_dtype(dtype, bridge.torch_device())
+    key = ("svd", FileIdentity.of(path), str(torch_dtype))
+    return key, lambda: svd_loader.load_svd(path, torch_dtype).to(bridge.offload_device()), ckpt_name, path
 
 
-class AnimeVideoLoadSVD:
-    DESCRIPTION = "Loads Stable Video Diffusion (sgm single file or diffusers folder) for the AnimeVideo samplers."
-
-    @classmethod
-    def INPUT_TYPES(cls):
-        return {
-            "required": {
-                "ckpt_name": (svd_model_names(), {
-                    "tooltip": "An SVD checkpoint in models/checkpoints (svd_xt.safetensors, svd.safetensors, "
-                               "svd_xt_1_1.safetensors or an anime fine-tune in that layout) or a diffusers folder "
-                               "in models/diffusers."}),
-                "dtype": (DTYPES, {"default": "auto", "tooltip": "Weight precision. auto: fp16 on a GPU, fp32 on "
-                                   "the CPU. The VAE stays fp32 when fp16 is chosen (it overflows in fp16)."}),
-            },
-            "optional": {
-                "keep_on_gpu": ("BOOLEAN", {"default": False, "tooltip": "Keep the model on the GPU between runs "
-                                            "(faster re-runs, holds VRAM). Off: it waits on the CPU."}),
-                "download_if_missing": DOWNLOAD_INPUT,
-            },
-        }
-
-    RETURN_TYPES = (SVD_MODEL,)
-    RETURN_NAMES = ("svd_model",)
-    OUTPUT_TOOLTIPS = ("The loaded SVD model, for AnimeVideo SVD Sampler.",)
-    FUNCTION = "load"
-    CATEGORY = CATEGORY
-
-    @classmethod
-    def VALIDATE_INPUTS(cls, ckpt_name, dtype="auto", download_if_missing=DOWNLOAD_DEFAULT):
-        return validate_model_inputs(dtype, DTYPES,
-                                     lambda: resolve_svd_path(ckpt_name, download_if_missing, fetch=False),
-                                     lambda: dependencies.require("SVD"))
-
-    def load(self, ckpt_name, dtype="auto", keep_on_gpu=False, download_if_missing=DOWNLOAD_DEFAULT):
-        dependencies.require("SVD")
-        model = load_svd_cached(ckpt_name, dtype, download_if_missing)
-        return (SVDHandle(model, keep_on_gpu),)
+def load_svd_cached(ckpt_name: str, dtype_name: str, download_if_missing: bool = False):
+    """The managed SVD model (shared through the model cache)."""
+    return cached_model(*open_svd(ckpt_name, dtype_name, download_if_missing))
 
 
-class SVDHandle:
+class SVDHandle(ModelHandle):
     """What flows along the ANIMEVIDEO_SVD wire: the shared model plus this loader's placement choice."""
 
-    def __init__(self, model: svd_loader.SVDModel, keep_on_gpu: bool):
-        self.model = model
-        self.keep_on_gpu = keep_on_gpu
+
+AnimeVideoLoadSVD = make_loader_node(LoaderSpec(
+    node_id="AnimeVideoLoadSVD",
+    description="Loads Stable Video Diffusion (sgm single file or diffusers folder) for the AnimeVideo samplers.",
+    model_inputs=lambda: {"ckpt_name": (svd_model_names(), {
+        "tooltip": "An SVD checkpoint in models/checkpoints (svd_xt.safetensors, svd.safetensors, "
+                   "svd_xt_1_1.safetensors or an anime fine-tune in that layout) or a diffusers folder "
+                   "in models/diffusers."})},
+    dtypes=DTYPES,
+    dtype_tooltip="Weight precision. auto: fp16 on a GPU, fp32 on the CPU. The VAE stays fp32 when fp16 is chosen "
+                  "(it overflows in fp16).",
+    return_type=SVD_MODEL, return_name="svd_model",
+    output_tooltip="The loaded SVD model, for AnimeVideo SVD Sampler.",
+    category=CATEGORY,
+    open=open_svd,
+    checks=lambda ckpt_name, download_if_missing: [
+        lambda: resolve_svd_path(ckpt_name, download_if_missing, fetch=False)],
+    requires="SVD",
+    handle=lambda ref, keep_on_gpu, inputs: SVDHandle(keep_on_gpu=keep_on_gpu, ref=ref),
+))
+
+
+def svd_working_bytes(model, num_frames: int, width: int, height: int, max_cfg: float) -> int:
+    """The run's activations beyond the weights, for core's load_models_gpu (see diffusion_working_bytes)."""
+    f = model.spatial_factor
+    return diffusion_working_bytes(num_frames, height // f, width // f, 320, model.dtype.itemsize,
+                                   2 if max_cfg > 1 else 1)
 
 
 def single_image(image, input_name="image") -> torch.Tensor:
@@ -201,11 +190,12 @@ class AnimeVideoSVDSampler:
                steps, min_cfg, max_cfg, seed, decode_chunk_size, decode_tile_size=0, latent_preview=True,
                guide=None, long_video=None):
         handle = svd_model
-        model = handle.model
         # the decoded clip, the decoder's copy of it, the latents
         check_clip_memory(f"the SVD clip ({int(num_frames)} frames of {int(width)}x{int(height)})",
                           clip_bytes(num_frames, height, width),
                           clip_bytes(num_frames, height, width) + input_copy_bytes(image), MEMORY_ADVICE)
+        managed = handle.managed
+        model = managed.pack_model
         x = fit_image(single_image(image), int(width), int(height), fit)
         req = svd_pipeline.SVDRequest(
             num_frames=int(num_frames), fps=float(fps), motion_bucket_id=float(motion_bucket_id),
@@ -214,7 +204,7 @@ class AnimeVideoSVDSampler:
             tile_size=int(decode_tile_size) // model.spatial_factor if decode_tile_size else 0,
         )
         if long_video is not None:
-            return self._sample_long(handle, x, req, fit, latent_preview, guide, long_video)
+            return self._sample_long(handle, managed, x, req, fit, latent_preview, guide, long_video)
         latent_preview = latent_preview and bridge.previews_enabled()
         decode_chunks = -(-req.num_frames // max(1, req.decode_chunk_size))
         progress = bridge.Progress(req.steps + decode_chunks, desc="SVD")
@@ -228,8 +218,9 @@ class AnimeVideoSVDSampler:
             progress.set(req.steps + -(-done // req.decode_chunk_size))
 
         hooks = svd_pipeline.SVDRunHooks(on_step=on_step, on_decode_chunk=on_decode_chunk)
+        working = svd_working_bytes(model, req.num_frames, int(width), int(height), req.max_cfg)
         try:
-            with ModelOnDevice(model, handle.keep_on_gpu):
+            with ModelOnDevice(managed, handle.keep_on_gpu, working, "the SVD run", MEMORY_ADVICE):
                 info = svd_guided.no_guide_info(req.num_frames, int(width), int(height))
                 if guide is not None:
                     svd_pipeline.check_request(model, x, req)
@@ -243,10 +234,10 @@ class AnimeVideoSVDSampler:
         latent = {"samples": (result.latents[0] / model.vae_scaling_factor).float().cpu()}
         return (result.frames, latent, float(fps), info)
 
-    def _sample_long(self, handle, x, req, fit, latent_preview, guide, long_video):
+    def _sample_long(self, handle, managed, x, req, fit, latent_preview, guide, long_video):
         from ..pipelines.long_video import svd_long
 
-        model = handle.model
+        model = managed.pack_model
         latent_preview = latent_preview and bridge.previews_enabled()
         svd_pipeline.check_request(model, x, req)
         passes = svd_long.num_passes(req.num_frames, long_video.validate())
@@ -264,8 +255,9 @@ class AnimeVideoSVDSampler:
 
         hooks = svd_pipeline.SVDRunHooks(on_decode_chunk=on_decode_chunk)
         plan = None
+        working = svd_working_bytes(model, long_video.segment_length, x.shape[-1], x.shape[-2], req.max_cfg)
         try:
-            with ModelOnDevice(model, handle.keep_on_gpu):
+            with ModelOnDevice(managed, handle.keep_on_gpu, working, "the SVD long-video run", MEMORY_ADVICE):
                 if guide is not None:  # one plan for the whole clip; each segment pass takes its frames
                     plan = svd_guided.plan_svd_guide(model, incoming_guide(guide), x, req.num_frames, fit)
                 result = svd_long.long_image_to_video(model, x, req, long_video, hooks, on_segment_step, guide=plan)

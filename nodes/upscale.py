@@ -6,14 +6,13 @@ spandrel, frame by frame in chunks with the output written into one preallocated
 from __future__ import annotations
 
 from ..pipelines import memory
-from ..pipelines.checkpoint_io import FileIdentity, explain_load_errors
+from ..pipelines.checkpoint_io import FileIdentity
 from ..pipelines.errors import AnimeVideoInputError
-from ..pipelines.model_cache import MODEL_CACHE
 from ..pipelines.upscale import loader as up_loader
 from ..pipelines.upscale import stream as up_stream
 from . import comfy_bridge as bridge
-from .common import (DOWNLOAD_DEFAULT, DOWNLOAD_INPUT, ModelOnDevice, check_clip_memory, resolve_model_file,
-                     validate_model_inputs, with_fetchable)
+from .common import (LoaderSpec, ModelHandle, ModelOnDevice, cached_model, check_clip_memory, make_loader_node,
+                     resolve_model_file, with_fetchable)
 
 UPSCALER = "ANIMEVIDEO_UPSCALER"
 FOLDER = "upscale_models"
@@ -37,60 +36,47 @@ def resolve_upscaler_path(model_name: str, download_if_missing: bool = False, fe
                               download_if_missing, fetch)
 
 
-def load_upscaler_cached(model_name: str, dtype_name: str, download_if_missing: bool = False) -> up_loader.Upscaler:
+def open_upscaler(model_name: str, dtype: str = "auto", download_if_missing: bool = False):
+    """(cache key, load, name, path) of the upscaler for these loader inputs (see LoaderSpec.open)."""
     path = resolve_upscaler_path(model_name, download_if_missing)
     device = bridge.torch_device()
-    key = ("upscaler", FileIdentity.of(path), dtype_name, device.type)
-    # out of memory, a package too old or a damaged file: each said as what it is
-    with explain_load_errors(model_name, path):
-        return MODEL_CACHE.get_or_load(
-            key, lambda: up_loader.load_upscaler(path, dtype_name, device).to(bridge.offload_device()))
+    key = ("upscaler", FileIdentity.of(path), dtype, device.type)
+    return key, lambda: up_loader.load_upscaler(path, dtype, device).to(bridge.offload_device()), model_name, path
 
 
-class UpscalerHandle:
+def load_upscaler_cached(model_name: str, dtype_name: str, download_if_missing: bool = False):
+    """The managed upscaler (shared through the model cache)."""
+    return cached_model(*open_upscaler(model_name, dtype_name, download_if_missing))
+
+
+class UpscalerHandle(ModelHandle):
     """What flows along the ANIMEVIDEO_UPSCALER wire: the shared model plus this loader's placement choice."""
 
-    def __init__(self, upscaler: up_loader.Upscaler, keep_on_gpu: bool):
-        self.upscaler = upscaler
-        self.keep_on_gpu = keep_on_gpu
+    @property
+    def upscaler(self) -> up_loader.Upscaler:
+        return self.model
 
 
-class AnimeVideoLoadUpscaler:
-    DESCRIPTION = ("Loads a video upscaler from models/upscale_models: AnimeSR (recurrent, our own module) or any "
-                   "single-image model spandrel detects (Real-ESRGAN anime models and others). The architecture "
-                   "is read from the weights, not from the file name.")
-
-    @classmethod
-    def INPUT_TYPES(cls):
-        return {
-            "required": {
-                "model_name": (upscaler_names(), {
-                    "tooltip": "A file in models/upscale_models: AnimeSR_v2.pth or AnimeSR_v1-PaperModel.pth "
-                               "(AnimeSR), realesr-animevideov3.pth or RealESRGAN_x4plus_anime_6B.pth (Real-ESRGAN), "
-                               "or another single-image upscaler that spandrel loads."}),
-                "dtype": (DTYPES, {"default": "auto", "tooltip": "Weight precision. auto: fp16 on a GPU (bf16 or "
-                                   "fp32 where the model lacks fp16), fp32 on the CPU. fp16/bf16 on a CPU run in fp32."}),
-            },
-            "optional": {
-                "keep_on_gpu": ("BOOLEAN", {"default": False, "tooltip": "Keep the model on the GPU between runs "
-                                            "(faster re-runs, holds VRAM). Off: it waits on the CPU."}),
-                "download_if_missing": DOWNLOAD_INPUT,
-            },
-        }
-
-    RETURN_TYPES = (UPSCALER,)
-    RETURN_NAMES = ("upscaler",)
-    OUTPUT_TOOLTIPS = ("The loaded upscaler, for AnimeVideo Upscale Video.",)
-    FUNCTION = "load"
-    CATEGORY = CATEGORY
-
-    @classmethod
-    def VALIDATE_INPUTS(cls, model_name, dtype="auto", download_if_missing=DOWNLOAD_DEFAULT):
-        return validate_model_inputs(dtype, DTYPES,
-                                     lambda: resolve_upscaler_path(model_name, download_if_missing, fetch=False))
-
-    def load(self, model_name, dtype="auto", keep_on_gpu=False, download_if_missing=DOWNLOAD_DEFAULT):
-        return (UpscalerHandle(load_upscaler_cached(model_name, dtype, download_if_missing), keep_on_gpu),)
+AnimeVideoLoadUpscaler = make_loader_node(LoaderSpec(
+    node_id="AnimeVideoLoadUpscaler",
+    description="Loads a video upscaler from models/upscale_models: AnimeSR (recurrent, our own module) or any "
+                "single-image model spandrel detects (Real-ESRGAN anime models and others). The architecture "
+                "is read from the weights, not from the file name.",
+    model_inputs=lambda: {"model_name": (upscaler_names(), {
+        "tooltip": "A file in models/upscale_models: AnimeSR_v2.pth or AnimeSR_v1-PaperModel.pth "
+                   "(AnimeSR), realesr-animevideov3.pth or RealESRGAN_x4plus_anime_6B.pth (Real-ESRGAN), "
+                   "or another single-image upscaler that spandrel loads."})},
+    dtypes=DTYPES,
+    dtype_tooltip="Weight precision. auto: fp16 on a GPU (bf16 or fp32 where the model lacks fp16), fp32 on the "
+                  "CPU. fp16/bf16 on a CPU run in fp32.",
+    return_type=UPSCALER, return_name="upscaler",
+    output_tooltip="The loaded upscaler, for AnimeVideo Upscale Video.",
+    category=CATEGORY,
+    open=open_upscaler,
+    checks=lambda model_name, download_if_missing: [
+        lambda: resolve_upscaler_path(model_name, download_if_missing, fetch=False)],
+    handle=lambda ref, keep_on_gpu, inputs: UpscalerHandle(keep_on_gpu=keep_on_gpu, ref=ref),
+))
 
 
 class AnimeVideoUpscale:
@@ -139,8 +125,9 @@ class AnimeVideoUpscale:
         up_stream.check_options(opts)
         n, h, w = (int(d) for d in frames.shape[:3])
         device = bridge.torch_device()
-        plan = up_stream.plan_clip(upscaler.upscaler, n, h, w, opts)
-        opts, result, working = up_stream.fit_to_memory(upscaler.upscaler, plan, opts, device,
+        managed = upscaler.managed
+        plan = up_stream.plan_clip(managed.pack_model, n, h, w, opts)
+        opts, result, working = up_stream.fit_to_memory(managed.pack_model, plan, opts, device,
                                                         bridge.available_ram_bytes(), frames.dtype)
         if opts.tile_size and not tile_size:
             bridge.log.info("AnimeVideo Upscale: %dx%d px frames in tiles of %d px to fit the RAM", w, h,
@@ -150,7 +137,7 @@ class AnimeVideoUpscale:
         progress = bridge.Progress(max(1, n), desc="Upscale")
         try:
             with memory.allocation_guard(what, result + working, MEMORY_ADVICE), \
-                    ModelOnDevice(upscaler.upscaler, upscaler.keep_on_gpu) as model:
+                    ModelOnDevice(managed, upscaler.keep_on_gpu, working) as model:
                 out = up_stream.upscale_frames(model, frames, opts, device=device,
                                                on_frame=lambda done, total: progress.set(done),
                                                check_interrupt=bridge.check_interrupt)

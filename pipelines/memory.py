@@ -19,6 +19,9 @@ GIB = 1024 ** 3
 HEADROOM_BYTES = GIB // 2
 CHUNK_ADVICE = ("or process the clip in parts: VideoHelperSuite's Meta Batch Manager (on its Load Video and Video "
                 "Combine nodes) runs the workflow on a few frames at a time")
+# Inside ComfyUI the pack's models are managed by core: its memory flags then stream the weights layer by layer.
+LOWVRAM_ADVICE = ("Or start ComfyUI with --lowvram (or --novram, or --reserve-vram N to leave room): the model's "
+                  "weights then stay in RAM and reach the GPU layer by layer, slower but in less GPU memory.")
 # Messages of failed allocations: PyTorch's CPU allocator, the CUDA caching allocator, the OS.
 ALLOCATOR_WORDS = ("can't allocate memory", "cannot allocate memory", "out of memory", "not enough memory",
                    "defaultcpuallocator", "failed to allocate")
@@ -100,10 +103,15 @@ def allocation_guard(what: str, nbytes: int, advice: str):
     except Exception as e:
         if isinstance(e, AnimeVideoMemoryError) or not is_allocation_failure(e):
             raise
-        first_line = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
-        raise AnimeVideoMemoryError(
-            f"Out of memory: {what} needs about {fmt_bytes(nbytes)} and the allocation failed ({first_line}). "
-            f"{advice}") from None
+        raise out_of_memory_error(what, nbytes, e, advice) from None
+
+
+def out_of_memory_error(what: str, nbytes: int, e: BaseException, advice: str) -> AnimeVideoMemoryError:
+    """The pack's error for the failed allocation ``e``: what needed about ``nbytes``, the allocator's first line,
+    and what to change."""
+    first_line = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
+    size = f" needs about {fmt_bytes(nbytes)} and" if nbytes else ":"
+    return AnimeVideoMemoryError(f"Out of memory: {what}{size} the allocation failed ({first_line}). {advice}")
 
 
 def allocate(shape, dtype, device, what: str, advice: str) -> torch.Tensor:

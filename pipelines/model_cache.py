@@ -5,9 +5,12 @@ Two tiers:
 - a *weak* index that finds a model again for as long as anything else (ComfyUI's output cache, a
   node) still holds it, at no memory cost of its own.
 
-Inside ComfyUI the strong budget defaults to 0: ComfyUI's own caches hold the models, so its
-``POST /free`` (which drops those caches) releases our models too and nothing of ours keeps them
-alive. Scripts and tests get a real LRU budget. ``ANIMEVIDEO_CACHE_BUDGET_GB`` overrides both.
+Inside ComfyUI the cached value is the ComfyUI-managed model (nodes/comfy_bridge.py wraps each loaded model
+in core's ModelPatcher), so two loader nodes with the same file share one patcher, and the strong budget
+defaults to 0: what keeps a model alive is the :class:`ModelRef` in a loader node's output (held by ComfyUI's
+output cache). ``release_all`` (called after ComfyUI's unload_all_models, i.e. the Unload Models button) makes
+every ModelRef drop its model, so nothing of ours holds the weights; the next run loads them again through the
+cache. Scripts and tests get a real LRU budget. ``ANIMEVIDEO_CACHE_BUDGET_GB`` overrides both.
 """
 from __future__ import annotations
 
@@ -46,11 +49,38 @@ def model_nbytes(model: Any) -> int:
     return total
 
 
+class ModelRef:
+    """What a loader node's output holds: the cached model while it is alive, and how to get it again (cache key
+    and load function) once :meth:`release` dropped it, so a released model costs no memory but a workflow whose
+    loader output ComfyUI kept still runs."""
+
+    def __init__(self, cache: "ModelCache", key: Hashable, load: Callable[[], Any]):
+        self.cache, self.key, self._load = cache, key, load
+        self._model = cache.get_or_load(key, load)
+        cache._track(self)
+
+    def get(self) -> Any:
+        model = self._model
+        if model is None:
+            model = self._model = self.cache.get_or_load(self.key, self._load)
+        return model
+
+    @property
+    def released(self) -> bool:
+        return self._model is None
+
+    def release(self):
+        self._model = None
+
+
 class ModelCache:
     def __init__(self, budget_bytes: int | None = None):
         self._lock = threading.RLock()
         self._strong: "OrderedDict[Hashable, tuple[Any, int]]" = OrderedDict()
         self._weak: dict[Hashable, weakref.ref] = {}
+        self._refs: "weakref.WeakSet[ModelRef]" = weakref.WeakSet()
+        # called with each model release_all lets go of (inside ComfyUI: take it out of core's loaded list)
+        self.on_release: Callable[[Any], None] | None = None
         self.budget_bytes = _budget_from_env(DEFAULT_BUDGET_GB) if budget_bytes is None else budget_bytes
         self.hits = 0
         self.misses = 0
@@ -107,15 +137,33 @@ class ModelCache:
             self.budget_bytes = max(0, int(budget_bytes))
             self._evict_to(self.budget_bytes)
 
-    def release_all(self):
-        """Drop every strong reference; models stay findable only while someone else holds them."""
+    def ref(self, key: Hashable, load: Callable[[], Any]) -> ModelRef:
+        """The model for ``key`` (loaded now, or shared with whoever holds it) as a releasable reference."""
+        return ModelRef(self, key, load)
+
+    def _track(self, ref: ModelRef):
         with self._lock:
+            self._refs.add(ref)
+
+    def release_all(self):
+        """Drop every strong reference, ours and those of the ModelRefs handed out: a model stays alive only
+        while something outside the pack holds it."""
+        with self._lock:
+            released = {id(m): m for m, _ in self._strong.values()}
             self._strong.clear()
+            for ref in list(self._refs):
+                if ref._model is not None:
+                    released.setdefault(id(ref._model), ref._model)
+                ref.release()
+        if self.on_release is not None:
+            for model in released.values():
+                self.on_release(model)
 
     def clear(self):
         with self._lock:
             self._strong.clear()
             self._weak.clear()
+            self._refs = weakref.WeakSet()
 
     def alive_keys(self) -> list:
         with self._lock:

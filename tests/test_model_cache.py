@@ -72,3 +72,41 @@ def test_comfyui_unload_all_models_also_releases_our_cache(monkeypatch):
     gc.collect()
     assert calls == ["comfy"] and cache.alive_keys() == []
     assert model_cache.MODEL_CACHE is not cache
+
+
+def test_a_model_ref_holds_the_model_until_release_all_and_loads_it_again_after():
+    """What a loader node outputs (ComfyUI keeps it in its output cache): it keeps the model alive until Unload
+    Models (release_all), then holds nothing, and the next use loads the model again through the cache."""
+    import weakref
+
+    cache, loads, released = ModelCache(budget_bytes=0), [], []
+    cache.on_release = lambda m: released.append(type(m).__name__)  # not the model itself
+    ref = cache.ref("k", lambda: loads.append(1) or _model(8))
+    other = cache.ref("k", lambda: loads.append(1) or _model(8))  # a second loader node, same file: shared
+    assert other.get() is ref.get() and loads == [1]
+    alive = weakref.ref(ref.get())
+    gc.collect()
+    assert alive() is not None  # the refs hold it (the cache's budget is 0)
+    cache.release_all()
+    gc.collect()
+    assert ref.released and other.released and alive() is None and len(released) == 1
+    released.clear()
+    assert isinstance(ref.get(), torch.nn.Linear) and loads == [1, 1] and not ref.released
+    assert other.get() is ref.get() and loads == [1, 1]
+
+
+def test_comfyui_unload_all_models_releases_the_loader_outputs(monkeypatch):
+    import types
+    import weakref
+
+    from animevideo.nodes import comfy_bridge
+
+    cache = ModelCache(budget_bytes=0)
+    monkeypatch.setattr(comfy_bridge, "MODEL_CACHE", cache)
+    fake_mm = types.SimpleNamespace(unload_all_models=lambda: None)
+    comfy_bridge.release_models_with(fake_mm)
+    ref = cache.ref("a", lambda: _model(8))
+    alive = weakref.ref(ref.get())
+    fake_mm.unload_all_models()
+    gc.collect()
+    assert ref.released and alive() is None
