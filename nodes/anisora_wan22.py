@@ -11,13 +11,12 @@ from __future__ import annotations
 import os
 
 from ..pipelines.anisora import loader as anisora_loader
-from ..pipelines.checkpoint_io import FileIdentity, explain_load_errors
+from ..pipelines.checkpoint_io import FileIdentity
 from ..pipelines.errors import AnimeVideoModelError
-from ..pipelines.model_cache import MODEL_CACHE
 from . import comfy_bridge as bridge
 from .anisora import (ANISORA_MODEL, CATEGORY, DTYPES, VAE_FROM_FOLDER, AniSoraHandle, default_vae, model_names,
                       resolve_transformer, resolve_vae, vae_names)
-from .common import DOWNLOAD_DEFAULT, DOWNLOAD_INPUT, validate_model_inputs
+from .common import LoaderSpec, make_loader_node
 
 FROM_RELEASE_FOLDER = "(from the release folder)"
 EXPECTED = (
@@ -56,72 +55,64 @@ def resolve_pair(high_noise_name: str, low_noise_name: str) -> tuple[str, str | 
     return high, low
 
 
-def load_wan22_cached(high_noise_name, low_noise_name, vae_name, dtype_name, download_if_missing=False):
+def open_wan22(high_noise_name, low_noise_name, vae_name, dtype="auto", download_if_missing=False):
+    """(cache key, load, name, path) of the expert pair for these loader inputs (see LoaderSpec.open)."""
     high, low = resolve_pair(high_noise_name, low_noise_name)
     vae = resolve_vae(vae_name, high, download_if_missing)
     device = bridge.torch_device()
     key = ("anisora-wan22", FileIdentity.of(high), FileIdentity.of(low) if low else None,
-           FileIdentity.of(vae) if vae else None, dtype_name, device.type)
-    with explain_load_errors(high_noise_name, high):
-        return MODEL_CACHE.get_or_load(
-            key, lambda: anisora_loader.load_wan22(high, low, vae, dtype_name, device).to(bridge.offload_device()))
+           FileIdentity.of(vae) if vae else None, dtype, device.type)
+    return (key, lambda: anisora_loader.load_wan22(high, low, vae, dtype, device).to(bridge.offload_device()),
+            high_noise_name, high)
 
 
-class AnimeVideoLoadAniSoraWan22:
-    DESCRIPTION = ("Loads AniSora V3.2 (Wan2.2-I2V-A14B): the high-noise expert (timesteps t >= 900) and the "
-                   "low-noise expert (the rest), for AnimeVideo AniSora Sampler, which switches between them. "
-                   "Released settings: 8 steps, shift 5, cfg 1 (the sampler's defaults); keyframes as AniSora V3. "
-                   "No CLIP-vision input is needed (Wan2.2-I2V has no CLIP-image branch). Memory: two 14B "
-                   "experts, about 2 x 28 GB in bf16 or 2 x 14 GB in fp8 in CPU RAM; only the expert at work "
-                   "sits on the GPU.")
+def _wan22_inputs() -> dict:
+    names = expert_names()
+    vaes = vae_names()
+    return {
+        "high_noise_name": (names, {"default": default_expert(names, "high_noise"), "tooltip":
+                            "The high-noise expert (native Wan names, fp16/bf16/fp8/fp8_scaled) in "
+                            "models/diffusion_models, or a release folder holding both experts."}),
+        "low_noise_name": ([FROM_RELEASE_FOLDER] + names, {
+            "default": default_expert(names, "low_noise") or FROM_RELEASE_FOLDER, "tooltip":
+            "The low-noise expert of the same release; "
+            f"'{FROM_RELEASE_FOLDER}' when high_noise_name is a folder holding both."}),
+        "vae_name": (vaes, {"default": default_vae(vaes), "tooltip": "The Wan2.1 VAE (Wan2.2-I2V-A14B "
+                     "uses it): Wan2.1_VAE.pth or wan_2.1_vae.safetensors. "
+                     f"'{VAE_FROM_FOLDER}': the VAE inside the release folder."}),
+    }
 
-    @classmethod
-    def INPUT_TYPES(cls):
-        names = expert_names()
-        vaes = vae_names()
-        return {
-            "required": {
-                "high_noise_name": (names, {"default": default_expert(names, "high_noise"), "tooltip":
-                                    "The high-noise expert (native Wan names, fp16/bf16/fp8/fp8_scaled) in "
-                                    "models/diffusion_models, or a release folder holding both experts."}),
-                "low_noise_name": ([FROM_RELEASE_FOLDER] + names, {
-                    "default": default_expert(names, "low_noise") or FROM_RELEASE_FOLDER, "tooltip":
-                    "The low-noise expert of the same release; "
-                    f"'{FROM_RELEASE_FOLDER}' when high_noise_name is a folder holding both."}),
-                "vae_name": (vaes, {"default": default_vae(vaes), "tooltip": "The Wan2.1 VAE (Wan2.2-I2V-A14B "
-                             "uses it): Wan2.1_VAE.pth or wan_2.1_vae.safetensors. "
-                             f"'{VAE_FROM_FOLDER}': the VAE inside the release folder."}),
-                "dtype": (DTYPES, {"default": "auto", "tooltip": "Expert precision. auto: an fp8 file stays fp8 "
-                                   "(each layer upcasts as it runs); otherwise bf16 on a GPU (fp16 without bf16 "
-                                   "support), fp32 on the CPU. fp8_e4m3fn stores the block weights in 8 bits. "
-                                   "The VAE always runs in fp32."}),
-            },
-            "optional": {
-                "keep_on_gpu": ("BOOLEAN", {"default": False, "tooltip": "Keep the model on the GPU between runs "
-                                            "(both experts: holds twice the VRAM). Off: idle parts wait on the "
-                                            "CPU and only the expert at work is on the GPU."}),
-                "download_if_missing": DOWNLOAD_INPUT,
-            },
-        }
 
-    RETURN_TYPES = (ANISORA_MODEL,)
-    RETURN_NAMES = ("anisora_model",)
-    OUTPUT_TOOLTIPS = ("AniSora V3.2 (both Wan2.2 experts), for AnimeVideo AniSora Sampler.",)
-    FUNCTION = "load"
-    CATEGORY = CATEGORY
+def _wan22_checks(high_noise_name, low_noise_name, vae_name, download_if_missing):
+    def check():
+        high, _ = resolve_pair(high_noise_name, low_noise_name)
+        resolve_vae(vae_name, high, download_if_missing, fetch=False)
+    return [check]
 
-    @classmethod
-    def VALIDATE_INPUTS(cls, high_noise_name, low_noise_name, vae_name, dtype="auto",
-                        download_if_missing=DOWNLOAD_DEFAULT):
-        def check():
-            high, _ = resolve_pair(high_noise_name, low_noise_name)
-            resolve_vae(vae_name, high, download_if_missing, fetch=False)
-        return validate_model_inputs(dtype, DTYPES, check)
 
-    def load(self, high_noise_name, low_noise_name, vae_name, dtype="auto", keep_on_gpu=False,
-             download_if_missing=DOWNLOAD_DEFAULT):
-        model = load_wan22_cached(high_noise_name, low_noise_name, vae_name, dtype, download_if_missing)
-        return (AniSoraHandle(model, bool(keep_on_gpu)),)
+AnimeVideoLoadAniSoraWan22 = make_loader_node(LoaderSpec(
+    node_id="AnimeVideoLoadAniSoraWan22",
+    description="Loads AniSora V3.2 (Wan2.2-I2V-A14B): the high-noise expert (timesteps t >= 900) and the "
+                "low-noise expert (the rest), for AnimeVideo AniSora Sampler, which switches between them. "
+                "Released settings: 8 steps, shift 5, cfg 1 (the sampler's defaults); keyframes as AniSora V3. "
+                "No CLIP-vision input is needed (Wan2.2-I2V has no CLIP-image branch). Memory: two 14B "
+                "experts, about 2 x 28 GB in bf16 or 2 x 14 GB in fp8 in CPU RAM; inside ComfyUI its memory "
+                "management places them (--lowvram streams the weights layer by layer).",
+    model_inputs=_wan22_inputs,
+    dtypes=DTYPES,
+    dtype_tooltip="Expert precision. auto: an fp8 file stays fp8 (each layer upcasts as it runs); otherwise bf16 "
+                  "on a GPU (fp16 without bf16 support), fp32 on the CPU. fp8_e4m3fn stores the block weights in "
+                  "8 bits. The VAE always runs in fp32.",
+    return_type=ANISORA_MODEL, return_name="anisora_model",
+    output_tooltip="AniSora V3.2 (both Wan2.2 experts), for AnimeVideo AniSora Sampler.",
+    category=CATEGORY,
+    open=open_wan22,
+    checks=_wan22_checks,
+    keep_on_gpu_tooltip="Keep the model on the GPU between runs (both experts: holds twice the VRAM, until ComfyUI "
+                        "needs the room). Off: it waits on the CPU between runs (outside ComfyUI only the expert "
+                        "at work is on the GPU).",
+    handle=lambda ref, keep_on_gpu, inputs: AniSoraHandle(keep_on_gpu=keep_on_gpu, ref=ref),
+))
 
 
 NODE_CLASS_MAPPINGS = {"AnimeVideoLoadAniSoraWan22": AnimeVideoLoadAniSoraWan22}
