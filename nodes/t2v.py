@@ -6,16 +6,16 @@ import os
 
 import torch
 
-from ..pipelines import dependencies, memory
-from ..pipelines.checkpoint_io import FileIdentity, explain_load_errors, resolve_in_folders
+from ..pipelines import memory
+from ..pipelines.checkpoint_io import FileIdentity, resolve_in_folders
 from ..pipelines.errors import AnimeVideoInputError, AnimeVideoModelError
-from ..pipelines.model_cache import MODEL_CACHE
 from ..pipelines.svd import decode as svd_decode
 from ..pipelines.t2v import loader as t2v_loader
 from ..pipelines.t2v import pipeline as t2v_pipeline
 from ..pipelines.t2v.sampler import SCHEDULER_CHOICES
 from . import comfy_bridge as bridge
-from .common import ModelOnDevice, check_clip_memory, clip_bytes, input_copy_bytes, validate_model_inputs
+from .common import (LoaderSpec, ModelHandle, ModelOnDevice, check_clip_memory, clip_bytes, input_copy_bytes,
+                     make_loader_node)
 from .svd import single_image
 
 MODELSCOPE_MODEL = "ANIMEVIDEO_MODELSCOPE_T2V"
@@ -55,13 +55,13 @@ def resolve_folder(kind: str, name: str) -> str:
     return path
 
 
-def load_cached(kind: str, name: str, dtype_name: str) -> t2v_loader.T2VModel:
-    path = resolve_folder(kind, name)
-    dtype = weights_dtype(dtype_name)
-    key = ("t2v", kind, FileIdentity.of(path), str(dtype))
-    with explain_load_errors(name, path):
-        return MODEL_CACHE.get_or_load(
-            key, lambda: t2v_loader.load_folder(path, dtype, kind).to(bridge.offload_device()))
+def open_t2v(kind: str, model_name: str, dtype: str = "auto"):
+    """(cache key, load, name, path) of the model for these loader inputs (see LoaderSpec.open)."""
+    path = resolve_folder(kind, model_name)
+    torch_dtype = weights_dtype(dtype)
+    key = ("t2v", kind, FileIdentity.of(path), str(torch_dtype))
+    return (key, lambda: t2v_loader.load_folder(path, torch_dtype, kind).to(bridge.offload_device()),
+            model_name, path)
 
 
 def weights_dtype(name: str) -> torch.dtype:
@@ -70,62 +70,39 @@ def weights_dtype(name: str) -> torch.dtype:
     return resolve_dtype(name, bridge.torch_device())
 
 
-class T2VHandle:
+class T2VHandle(ModelHandle):
     """What flows along the model wire: the shared model plus this loader's placement choice."""
 
-    def __init__(self, model: t2v_loader.T2VModel, keep_on_gpu: bool):
-        self.model = model
-        self.keep_on_gpu = keep_on_gpu
+
+def _loader_spec(kind: str, node_id: str, description: str, return_type: str, return_name: str,
+                 output_tooltip: str) -> LoaderSpec:
+    return LoaderSpec(
+        node_id=node_id, description=description,
+        model_inputs=lambda: {"model_name": (folder_names(kind), {
+            "tooltip": f"A {kind} diffusers folder in models/diffusers (huggingface.co/"
+                       f"{t2v_loader.RELEASED[kind]}), told apart by its unet's class, not its name."})},
+        dtypes=DTYPES,
+        dtype_tooltip="Weight precision. auto: fp16 on a GPU, fp32 on the CPU. The VAE stays fp32 when fp16 is "
+                      "chosen (it overflows in fp16).",
+        return_type=return_type, return_name=return_name, output_tooltip=output_tooltip, category=CATEGORY,
+        open=lambda model_name, dtype="auto": open_t2v(kind, model_name, dtype),
+        checks=lambda model_name: [lambda: resolve_folder(kind, model_name)],
+        download=False,
+        requires="SVD",  # the same diffusers/transformers floors (UNet3D and I2VGen-XL are older)
+        handle=lambda ref, keep_on_gpu, inputs: T2VHandle(keep_on_gpu=keep_on_gpu, ref=ref),
+    )
 
 
-def _loader_inputs(kind: str) -> dict:
-    return {
-        "required": {
-            "model_name": (folder_names(kind), {
-                "tooltip": f"A {kind} diffusers folder in models/diffusers (huggingface.co/"
-                           f"{t2v_loader.RELEASED[kind]}), told apart by its unet's class, not its name."}),
-            "dtype": (DTYPES, {"default": "auto", "tooltip": "Weight precision. auto: fp16 on a GPU, fp32 on the "
-                               "CPU. The VAE stays fp32 when fp16 is chosen (it overflows in fp16)."}),
-        },
-        "optional": {
-            "keep_on_gpu": ("BOOLEAN", {"default": False, "tooltip": "Keep the model on the GPU between runs "
-                                        "(faster re-runs, holds VRAM). Off: it waits on the CPU."}),
-        },
-    }
-
-
-class AnimeVideoLoadModelScopeT2V:
-    DESCRIPTION = ("Loads ModelScopeT2V (damo-vilab/text-to-video-ms-1.7b diffusers folder: UNet3D, SD VAE, "
-                   "OpenCLIP ViT-H text tower, tokenizer, scheduler) for AnimeVideo ModelScope Text to Video.")
-    KIND = t2v_loader.MODELSCOPE
-
-    @classmethod
-    def INPUT_TYPES(cls):
-        return _loader_inputs(cls.KIND)
-
-    RETURN_TYPES = (MODELSCOPE_MODEL,)
-    RETURN_NAMES = ("t2v_model",)
-    OUTPUT_TOOLTIPS = ("The loaded ModelScopeT2V model.",)
-    FUNCTION = "load"
-    CATEGORY = CATEGORY
-
-    @classmethod
-    def VALIDATE_INPUTS(cls, model_name, dtype="auto"):
-        return validate_model_inputs(dtype, DTYPES, lambda: resolve_folder(cls.KIND, model_name),
-                                     lambda: dependencies.require("SVD"))
-
-    def load(self, model_name, dtype="auto", keep_on_gpu=False):
-        dependencies.require("SVD")  # the same diffusers/transformers floors (UNet3D and I2VGen-XL are older)
-        return (T2VHandle(load_cached(self.KIND, model_name, dtype), keep_on_gpu),)
-
-
-class AnimeVideoLoadI2VGenXL(AnimeVideoLoadModelScopeT2V):
-    DESCRIPTION = ("Loads I2VGen-XL (ali-vilab/i2vgen-xl diffusers folder: I2VGen-XL UNet, SD VAE, OpenCLIP ViT-H "
-                   "text and image towers, tokenizer, scheduler) for AnimeVideo I2VGen-XL Image to Video.")
-    KIND = t2v_loader.I2VGENXL
-    RETURN_TYPES = (I2VGENXL_MODEL,)
-    RETURN_NAMES = ("i2vgen_model",)
-    OUTPUT_TOOLTIPS = ("The loaded I2VGen-XL model.",)
+AnimeVideoLoadModelScopeT2V = make_loader_node(_loader_spec(
+    t2v_loader.MODELSCOPE, "AnimeVideoLoadModelScopeT2V",
+    "Loads ModelScopeT2V (damo-vilab/text-to-video-ms-1.7b diffusers folder: UNet3D, SD VAE, OpenCLIP ViT-H text "
+    "tower, tokenizer, scheduler) for AnimeVideo ModelScope Text to Video.",
+    MODELSCOPE_MODEL, "t2v_model", "The loaded ModelScopeT2V model."))
+AnimeVideoLoadI2VGenXL = make_loader_node(_loader_spec(
+    t2v_loader.I2VGENXL, "AnimeVideoLoadI2VGenXL",
+    "Loads I2VGen-XL (ali-vilab/i2vgen-xl diffusers folder: I2VGen-XL UNet, SD VAE, OpenCLIP ViT-H text and image "
+    "towers, tokenizer, scheduler) for AnimeVideo I2VGen-XL Image to Video.",
+    I2VGENXL_MODEL, "i2vgen_model", "The loaded I2VGen-XL model."))
 
 
 def conditioning_tensor(value, name: str) -> torch.Tensor | None:
@@ -182,7 +159,8 @@ _OPTIONAL_TEXT = {
 
 
 def _run(handle, req, image, latent_preview, title):
-    model = handle.model
+    managed = handle.managed
+    model = managed.pack_model
     check_clip_memory(f"the {title} clip ({req.num_frames} frames of {req.width}x{req.height})",
                       clip_bytes(req.num_frames, req.height, req.width),
                       clip_bytes(req.num_frames, req.height, req.width) + input_copy_bytes(image), MEMORY_ADVICE)
@@ -202,7 +180,7 @@ def _run(handle, req, image, latent_preview, title):
 
     hooks = t2v_pipeline.T2VHooks(on_step=on_step, on_decode_chunk=on_decode_chunk)
     try:
-        with ModelOnDevice(model, handle.keep_on_gpu):
+        with ModelOnDevice(managed, handle.keep_on_gpu, what=title, advice=MEMORY_ADVICE):
             if image is None:
                 result = t2v_pipeline.text_to_video(model, req, hooks)
             else:

@@ -33,6 +33,10 @@ LOADERS = {
                                ["cls", "model_name", "dtype", "download_if_missing"], "ANIMEVIDEO_UPSCALER"),
     "AnimeVideoLoadInterpolator": (["model_name", "dtype"], ["keep_on_gpu"], ["cls", "model_name", "dtype"],
                                    "ANIMEVIDEO_INTERPOLATOR"),
+    "AnimeVideoLoadModelScopeT2V": (["model_name", "dtype"], ["keep_on_gpu"], ["cls", "model_name", "dtype"],
+                                    "ANIMEVIDEO_MODELSCOPE_T2V"),
+    "AnimeVideoLoadI2VGenXL": (["model_name", "dtype"], ["keep_on_gpu"], ["cls", "model_name", "dtype"],
+                               "ANIMEVIDEO_I2VGENXL"),
     "AnimeVideoLoadGANime": (["vqgan_name", "transformer_name", "dtype"], ["keep_on_gpu"],
                              ["cls", "vqgan_name", "transformer_name", "dtype"], "ANIMEVIDEO_GANIME"),
 }
