@@ -24,7 +24,7 @@ from collections import Counter
 
 import torch
 
-from ..checkpoint_io import SAFETENSORS_EXTENSIONS, damaged_error_types, explain_load_errors, read_state_dict
+from ..checkpoint_io import SAFETENSORS_EXTENSIONS, damaged_error_types, read_metadata, read_state_dict
 from ..errors import AnimeVideoModelError
 from .transformer import GANimeTransformer, TransformerConfig
 from .vqgan import VQGAN, VQGANConfig
@@ -58,15 +58,6 @@ KNOWN_OTHERS = (
 # ---------------------------------------------------------------------------------------------
 # Reading
 # ---------------------------------------------------------------------------------------------
-
-def read_metadata(path: str) -> dict:
-    if not path.lower().endswith(SAFETENSORS_EXTENSIONS):
-        return {}
-    from safetensors import safe_open
-
-    with explain_load_errors(os.path.basename(path), path), safe_open(path, framework="pt") as f:
-        return dict(f.metadata() or {})
-
 
 def meta_config(meta: dict) -> dict:
     try:

@@ -14,7 +14,7 @@ from collections import Counter
 
 import torch
 
-from ..checkpoint_io import read_state_dict
+from ..checkpoint_io import empty_weights, read_state_dict, strip_common_prefix
 from ..errors import AnimeVideoModelError
 from .animeinterp import UPSAMPLE, AnimeInterp, AnimeInterpConfig
 
@@ -40,14 +40,8 @@ KNOWN_OTHERS = (
 )
 
 
-def strip_prefix(sd: dict[str, torch.Tensor], prefix: str = "module.") -> dict[str, torch.Tensor]:
-    if sd and all(k.startswith(prefix) for k in sd):
-        return {k[len(prefix):]: v for k, v in sd.items()}
-    return dict(sd)
-
-
 def is_animeinterp_state_dict(sd: dict) -> bool:
-    keys = strip_prefix(sd).keys()
+    keys = strip_common_prefix(sd).keys()
     return all(any(k.startswith(p) for k in keys) for p in TOP_LEVEL) and \
         "flownet.update_block.gru.convz1.weight" in keys
 
@@ -56,7 +50,7 @@ def describe_keys(sd: dict) -> str:
     """A short account of what a state dict holds, for error messages."""
     if not sd:
         return "no tensors at all"
-    keys = list(strip_prefix(sd).keys())
+    keys = list(strip_common_prefix(sd).keys())
     heads = Counter(k.split(".")[0] for k in keys)
     top = ", ".join(f"{h}.* ({n})" for h, n in heads.most_common(5))
     more = f" and {len(heads) - 5} more prefixes" if len(heads) > 5 else ""
@@ -111,7 +105,7 @@ def config_from_state_dict(sd: dict[str, torch.Tensor], iters: int = 12) -> Anim
 
 def model_from_state_dict(sd: dict[str, torch.Tensor], name: str = "checkpoint",
                           dtype: torch.dtype = torch.float32) -> AnimeInterp:
-    sd = strip_prefix(sd)
+    sd = strip_common_prefix(sd)
     if not is_animeinterp_state_dict(sd):
         raise AnimeVideoModelError(f"'{name}' is not an AnimeInterp checkpoint: it holds {describe_keys(sd)} "
                                    f"{EXPECTED_FILE}")
@@ -120,7 +114,7 @@ def model_from_state_dict(sd: dict[str, torch.Tensor], name: str = "checkpoint",
     except KeyError as e:
         raise AnimeVideoModelError(f"'{name}' looks like AnimeInterp but lacks the tensor {e.args[0]}; the file is "
                                    f"incomplete or from another version. {EXPECTED_FILE}") from None
-    with torch.device("meta"):
+    with empty_weights():
         model = AnimeInterp(cfg)
     expected = model.state_dict()
     missing = [k for k in expected if k not in sd]

@@ -12,7 +12,7 @@ import os
 
 import torch
 
-from ..checkpoint_io import read_state_dict
+from ..checkpoint_io import read_state_dict, strip_common_prefix
 from ..errors import AnimeVideoModelError
 from . import model as gen
 
@@ -23,13 +23,6 @@ EXPECTED = (
     "Expected the informative-drawings lineart generator of ControlNet-1.1's 'lineart' annotator in models/lineart: "
     "sk_model.pth (the one LVCD uses) or sk_model2.pth (coarse lines), from huggingface.co/lllyasviel/Annotators."
 )
-
-
-def _strip_prefix(sd: dict, prefixes=("module.", "netG.", "generator.")) -> dict:
-    for p in prefixes:
-        if sd and all(k.startswith(p) for k in sd):
-            sd = {k[len(p):]: v for k, v in sd.items()}
-    return sd
 
 
 def describe_state_dict(sd: dict) -> str:
@@ -55,7 +48,7 @@ def describe_state_dict(sd: dict) -> str:
 
 def load_state_dict_lineart(sd: dict, name: str, dtype: torch.dtype = torch.float32) -> gen.LineartGenerator:
     """Detect and build from an already read state dict; a wrong file raises :class:`AnimeVideoModelError`."""
-    sd = _strip_prefix(sd)
+    sd = strip_common_prefix(sd)
     if not gen.is_lineart_state_dict(sd):
         raise AnimeVideoModelError(
             f"'{name}' is not a lineart generator this node can load: it looks like {describe_state_dict(sd)}. {EXPECTED}")

@@ -10,7 +10,7 @@ import os
 
 import torch
 
-from ..checkpoint_io import read_state_dict
+from ..checkpoint_io import read_state_dict, strip_common_prefix
 from ..errors import AnimeVideoModelError
 from . import i3d as i3d_net
 from . import inception as inception_net
@@ -56,11 +56,7 @@ def describe_state_dict(sd: dict) -> str:
 
 
 def _read(path: str) -> dict[str, torch.Tensor]:
-    sd = read_state_dict(path)
-    for prefix in ("module.",):
-        if sd and all(k.startswith(prefix) for k in sd):
-            sd = {k[len(prefix):]: v for k, v in sd.items()}
-    return sd
+    return strip_common_prefix(read_state_dict(path))
 
 
 def _wrong(name: str, sd: dict, kind: str) -> AnimeVideoModelError:

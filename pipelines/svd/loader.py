@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..checkpoint_io import (SAFETENSORS_EXTENSIONS, explain_load_errors, own_module_tensors, owned_tensors,
-                             read_state_dict)
+from ..checkpoint_io import (empty_weights, is_safetensors, materialize, own_module_tensors, read_shapes,
+                             read_state_dict, take_prefix)
 from ..errors import AnimeVideoModelError
 from . import detect, keymap
 
@@ -76,83 +76,35 @@ def vae_dtype_for(dtype: torch.dtype) -> torch.dtype:
 # sgm single file
 # ---------------------------------------------------------------------------------------------
 
-def _read_shapes(path: str) -> dict[str, tuple[int, ...]]:
-    if path.lower().endswith(SAFETENSORS_EXTENSIONS):
-        from safetensors import safe_open
-
-        with explain_load_errors(os.path.basename(path), path), safe_open(path, framework="pt") as f:
-            return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
-    return {k: tuple(v.shape) for k, v in read_state_dict(path).items()}
-
-
-class _TensorSource:
-    """Reads tensors one prefix at a time so peak RAM stays near one component, not the whole file."""
-
-    def __init__(self, path: str):
-        self.path = path
-        self._sd = None if path.lower().endswith(SAFETENSORS_EXTENSIONS) else read_state_dict(path)
-
-    def take(self, prefix: str, dtype: torch.dtype) -> dict[str, torch.Tensor]:
-        out = {}
-        if self._sd is not None:
-            for k in [k for k in self._sd if k.startswith(prefix)]:
-                out[k[len(prefix):]] = self._sd.pop(k).to(dtype)
-            return out
-        from safetensors import safe_open
-
-        with explain_load_errors(os.path.basename(self.path), self.path), safe_open(self.path, framework="pt") as f:
-            for k in f.keys():
-                if k.startswith(prefix):
-                    out[k[len(prefix):]] = f.get_tensor(k).to(dtype)
-        return owned_tensors(out)
-
-
-def _materialize(model: torch.nn.Module, sd: dict[str, torch.Tensor], what: str) -> torch.nn.Module:
-    missing, unexpected = model.load_state_dict(sd, strict=False, assign=True)
-    missing = [k for k in missing if not k.endswith("position_ids")]
-    if missing or unexpected:
-        raise AnimeVideoModelError(
-            f"The {what} weights do not fit the detected architecture: "
-            f"{len(missing)} missing (e.g. {missing[:3]}), {len(unexpected)} unexpected (e.g. {unexpected[:3]})."
-        )
-    for name, buf in list(model.named_buffers()):
-        if buf.is_meta:
-            if name.endswith("position_ids"):  # a non-persistent index buffer in transformers' CLIP
-                owner = model.get_submodule(name.rsplit(".", 1)[0])
-                owner.register_buffer("position_ids", torch.arange(buf.shape[-1]).expand(buf.shape), persistent=False)
-            else:
-                raise AnimeVideoModelError(f"The {what} has no value for buffer {name}.")
-    return model.eval().requires_grad_(False)
-
-
 def load_sgm_single_file(path: str, dtype: torch.dtype) -> SVDModel:
     from diffusers import AutoencoderKLTemporalDecoder, UNetSpatioTemporalConditionModel
     from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
 
     name = os.path.basename(path)
-    shapes = _read_shapes(path)
+    shapes = read_shapes(path)
     detect.require_svd(list(shapes), name)
     unet_shapes, vae_shapes, clip_shapes = detect.split_prefixes(shapes)
     unet_cfg = detect.detect_unet_config(unet_shapes)
     vae_cfg = detect.detect_vae_config(vae_shapes)
     clip_cfg = detect.detect_clip_config(clip_shapes)
 
-    src = _TensorSource(path)
-    with torch.device("meta"):
+    # a pickle is read once and its parts taken one by one; safetensors one tensor at a time
+    src = path if is_safetensors(path) else read_state_dict(path)
+    with empty_weights():
         unet = UNetSpatioTemporalConditionModel(**unet_cfg)
         vae = AutoencoderKLTemporalDecoder(**vae_cfg)
         clip = CLIPVisionModelWithProjection(CLIPVisionConfig(**clip_cfg))
 
     lpb = unet_cfg["layers_per_block"]
-    unet_sd = {keymap.unet_key_to_diffusers(k, lpb): v for k, v in src.take(keymap.UNET_PREFIX, dtype).items()}
-    unet = _materialize(unet, unet_sd, "UNet")
+    unet_sd = {keymap.unet_key_to_diffusers(k, lpb): v for k, v in take_prefix(src, keymap.UNET_PREFIX, dtype).items()}
+    unet = materialize(unet, unet_sd, "UNet")
     del unet_sd
     vae_sd = keymap.vae_state_dict_to_diffusers(
-        src.take(keymap.VAE_PREFIX, vae_dtype_for(dtype)), len(vae_cfg["block_out_channels"])
+        take_prefix(src, keymap.VAE_PREFIX, vae_dtype_for(dtype)), len(vae_cfg["block_out_channels"])
     )
-    vae = _materialize(vae, vae_sd, "VAE")
-    clip_sd = keymap.clip_state_dict_to_transformers(src.take(keymap.CLIP_PREFIX, dtype))
-    clip = _materialize(clip, clip_sd, "image encoder")
+    vae = materialize(vae, vae_sd, "VAE")
+    clip_sd = keymap.clip_state_dict_to_transformers(take_prefix(src, keymap.CLIP_PREFIX, dtype))
+    clip = materialize(clip, clip_sd, "image encoder")
     return SVDModel(unet=unet, vae=vae, image_encoder=clip, dtype=dtype, source=path, layout="sgm")
 
 

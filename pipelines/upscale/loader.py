@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import torch
 
 from .. import dependencies
-from ..checkpoint_io import read_state_dict
+from ..checkpoint_io import read_state_dict, strip_common_prefix
 from ..errors import AnimeVideoInputError, AnimeVideoModelError
 from . import animesr
 
@@ -101,13 +101,6 @@ def resolve_dtype(name: str, device, supports_half: bool = True, supports_bf16: 
     return dtype
 
 
-def _strip_prefix(sd: dict, prefixes=("module.", "netG.")) -> dict:
-    for p in prefixes:
-        if sd and all(k.startswith(p) for k in sd):
-            sd = {k[len(p):]: v for k, v in sd.items()}
-    return sd
-
-
 def describe_state_dict(sd: dict) -> str:
     """A best guess at what a non-upscaler state dict is, for error messages."""
     keys = list(sd.keys())
@@ -144,7 +137,7 @@ def not_an_upscaler_message(name: str, sd: dict, detail: str = "") -> str:
 
 def load_state_dict_upscaler(sd: dict, name: str, dtype_name: str = "auto", device="cpu") -> Upscaler:
     """Detect and build from an already read state dict (see :func:`load_upscaler`)."""
-    sd = _strip_prefix(sd)
+    sd = strip_common_prefix(sd)
     if animesr.is_animesr_state_dict(sd):
         dtype = resolve_dtype(dtype_name, device)
         model = animesr.build_from_state_dict(sd, dtype)
