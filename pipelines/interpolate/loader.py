@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import logging
 import os
-from collections import Counter
 
 import torch
 
 from ..checkpoint_io import empty_weights, read_state_dict, strip_common_prefix
+from .. import registry
 from ..errors import AnimeVideoModelError
 from .animeinterp import UPSAMPLE, AnimeInterp, AnimeInterpConfig
 
@@ -28,18 +28,6 @@ EXPECTED_FILE = (
 TOP_LEVEL = ("flownet.", "feat_ext.", "synnet.")
 DTYPES = {"auto": torch.float32, "fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
-# What other common files look like, for a helpful message.
-KNOWN_OTHERS = (
-    (("model.diffusion_model.",), "a Stable Diffusion / SVD checkpoint"),
-    (("first_stage_model.",), "a latent-diffusion checkpoint (VAE inside)"),
-    (("block0.", "block1.", "encode.", "block_tea."), "a RIFE (IFNet) interpolation model"),
-    (("fnet.", "cnet.", "update_block."), "a RAFT optical-flow checkpoint (such as rfr_sintel_latest.pth, "
-                                         "AnimeInterp's training initialisation, not the interpolator)"),
-    (("body.", "conv_first.", "conv_body."), "a Real-ESRGAN / ESRGAN-style upscaler"),
-    (("step_counter", "generator."), "a GAN training checkpoint"),
-)
-
-
 def is_animeinterp_state_dict(sd: dict) -> bool:
     keys = strip_common_prefix(sd).keys()
     return all(any(k.startswith(p) for k in keys) for p in TOP_LEVEL) and \
@@ -47,19 +35,14 @@ def is_animeinterp_state_dict(sd: dict) -> bool:
 
 
 def describe_keys(sd: dict) -> str:
-    """A short account of what a state dict holds, for error messages."""
+    """A short account of what a state dict holds, for error messages: its top-level names and, in the
+    architecture registry's words, what it is."""
     if not sd:
         return "no tensors at all"
-    keys = list(strip_common_prefix(sd).keys())
-    heads = Counter(k.split(".")[0] for k in keys)
-    top = ", ".join(f"{h}.* ({n})" for h, n in heads.most_common(5))
-    more = f" and {len(heads) - 5} more prefixes" if len(heads) > 5 else ""
-    guess = ""
-    for prefixes, what in KNOWN_OTHERS:
-        if any(k.startswith(p) for k in keys for p in prefixes):
-            guess = f" It looks like {what}."
-            break
-    return f"{len(keys)} tensors with top-level names {top}{more}.{guess}"
+    keys = strip_common_prefix(sd)
+    arch = registry.identify(keys)
+    guess = f" It is {arch.describe()}." if arch is not None else ""
+    return f"{len(keys)} tensors with top-level names {registry.top_level_names(keys)}.{guess}"
 
 
 def _shape(sd, key, dim=None):
@@ -107,8 +90,8 @@ def model_from_state_dict(sd: dict[str, torch.Tensor], name: str = "checkpoint",
                           dtype: torch.dtype = torch.float32) -> AnimeInterp:
     sd = strip_common_prefix(sd)
     if not is_animeinterp_state_dict(sd):
-        raise AnimeVideoModelError(f"'{name}' is not an AnimeInterp checkpoint: it holds {describe_keys(sd)} "
-                                   f"{EXPECTED_FILE}")
+        registry.require(sd, "animeinterp", name=name, expected=EXPECTED_FILE,
+                         detail=f" (it holds {len(sd)} tensors with top-level names {registry.top_level_names(sd)})")
     try:
         cfg = config_from_state_dict(sd)
     except KeyError as e:
@@ -147,3 +130,16 @@ def resolve_dtype(name: str) -> torch.dtype:
     if name not in DTYPES:
         raise ValueError(name)
     return DTYPES[name]
+
+
+
+def _load_entry(source, dtype: torch.dtype = torch.float32, name: str | None = None) -> AnimeInterp:
+    if isinstance(source, str):
+        return load_interpolator(source, dtype)
+    return model_from_state_dict(source, name or "state dict", dtype)
+
+
+ARCHITECTURES = (
+    registry.Architecture("animeinterp", "an AnimeInterp interpolation model", "animeinterp",
+                          registry.keys_only(is_animeinterp_state_dict), _load_entry),
+)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 
 from ..checkpoint_io import empty_weights, is_safetensors, materialize, read_keys, read_state_dict, read_tensors
+from .. import registry
 from ..errors import AnimeVideoModelError
 from ..svd import detect
 from ..svd.loader import SVDModel, load_svd
@@ -68,17 +69,13 @@ def _read_lvcd(path: str, dtype: torch.dtype) -> dict[str, torch.Tensor]:
                         dtype_for=lambda k: dtype)
 
 
+LVCD_EXPECTED = ("The LVCD weights are lvcd.ckpt or lvcd-fp16.safetensors, with control_model.* (the sketch "
+                 "ControlNet) and model.diffusion_model.*attn1* tensors.")
+
+
 def _require_lvcd(keys, name: str):
-    if any(k.startswith(keymap.CONTROL_PREFIX) for k in keys):
-        return
-    what = detect.describe_checkpoint(keys)
-    hint = ""
-    if what.startswith("a Stable Video Diffusion"):
-        hint = " It looks like the SVD base model: give it as the SVD model and lvcd.ckpt as the LVCD weights."
-    raise AnimeVideoModelError(
-        f"'{name}' is not an LVCD checkpoint: detected {what}. The LVCD weights are lvcd.ckpt or "
-        f"lvcd-fp16.safetensors, with control_model.* (the sketch ControlNet) and model.diffusion_model.*attn1* "
-        f"tensors.{hint}")
+    registry.require(keys, "svd_controlnet", name=name, expected=LVCD_EXPECTED, hints={
+        "svd": "It looks like the SVD base model: give it as the SVD model and lvcd.ckpt as the LVCD weights."})
 
 
 def detect_controlnet_config(control_shapes: dict[str, tuple[int, ...]]) -> tuple[dict, int, tuple[int, ...]]:
@@ -147,3 +144,17 @@ def load_lvcd(svd_path: str, lvcd_path: str, dtype: torch.dtype) -> LVCDModel:
     return LVCDModel(svd=svd, controlnet=controlnet, unet_attention=install_lvcd_attention(unet),
                      controlnet_attention=install_lvcd_attention(controlnet), dtype=dtype,
                      svd_source=svd_path, lvcd_source=lvcd_path)
+
+
+def is_lvcd_state_dict(keys) -> bool:
+    return any(k.startswith(keymap.CONTROL_PREFIX) for k in keys)
+
+
+def _load_entry(source: str, svd_path: str, dtype: torch.dtype = torch.float32) -> LVCDModel:
+    return load_lvcd(svd_path, source, dtype)
+
+
+ARCHITECTURES = (
+    registry.Architecture("lvcd", "an LVCD ControlNet checkpoint (it needs the SVD base model as well)",
+                          "svd_controlnet", registry.keys_only(is_lvcd_state_dict), _load_entry),
+)

@@ -16,6 +16,7 @@ import torch
 from ..checkpoint_io import (empty_weights, is_safetensors, materialize, own_module_tensors, read_shapes,
                              read_state_dict, take_prefix)
 from ..errors import AnimeVideoModelError
+from ..registry import Architecture, keys_only
 from . import detect, keymap
 
 VAE_SCALING_FACTOR = 0.18215
@@ -82,7 +83,7 @@ def load_sgm_single_file(path: str, dtype: torch.dtype) -> SVDModel:
 
     name = os.path.basename(path)
     shapes = read_shapes(path)
-    detect.require_svd(list(shapes), name)
+    detect.require_svd(shapes, name)
     unet_shapes, vae_shapes, clip_shapes = detect.split_prefixes(shapes)
     unet_cfg = detect.detect_unet_config(unet_shapes)
     vae_cfg = detect.detect_vae_config(vae_shapes)
@@ -183,3 +184,65 @@ def load_svd(path: str, dtype: torch.dtype) -> SVDModel:
     model = load_diffusers_folder(path, dtype) if os.path.isdir(path) else load_sgm_single_file(path, dtype)
     match_sgm_norm_eps(model.unet)
     return model
+
+
+# ---------------------------------------------------------------------------------------------
+# The parts alone (for the architecture registry): built from their shapes like the whole file
+# ---------------------------------------------------------------------------------------------
+
+def _part(source, prefix: str, dtype: torch.dtype) -> dict[str, torch.Tensor]:
+    """The part's tensors, ``prefix`` stripped when present (a part saved alone has bare sgm names)."""
+    sd = read_state_dict(source) if isinstance(source, str) else dict(source)
+    return {k[len(prefix):] if k.startswith(prefix) else k: v.to(dtype) for k, v in sd.items()}
+
+
+def load_unet(source, dtype: torch.dtype = torch.float32) -> torch.nn.Module:
+    """An SVD UNet alone (sgm names): diffusers' ``UNetSpatioTemporalConditionModel`` sized from the shapes."""
+    from diffusers import UNetSpatioTemporalConditionModel
+
+    sd = _part(source, keymap.UNET_PREFIX, dtype)
+    cfg = detect.detect_unet_config({k: tuple(v.shape) for k, v in sd.items()})
+    with empty_weights():
+        unet = UNetSpatioTemporalConditionModel(**cfg)
+    unet = materialize(unet, {keymap.unet_key_to_diffusers(k, cfg["layers_per_block"]): v for k, v in sd.items()},
+                       "UNet")
+    match_sgm_norm_eps(unet)
+    return unet
+
+
+def load_vae(source, dtype: torch.dtype = torch.float32) -> torch.nn.Module:
+    """SVD's temporal VAE alone (sgm names): ``AutoencoderKLTemporalDecoder`` sized from the shapes."""
+    from diffusers import AutoencoderKLTemporalDecoder
+
+    sd = _part(source, keymap.VAE_PREFIX, dtype)
+    cfg = detect.detect_vae_config({k: tuple(v.shape) for k, v in sd.items()})
+    with empty_weights():
+        vae = AutoencoderKLTemporalDecoder(**cfg)
+    return materialize(vae, keymap.vae_state_dict_to_diffusers(sd, len(cfg["block_out_channels"])), "VAE")
+
+
+def load_image_encoder(source, dtype: torch.dtype = torch.float32) -> torch.nn.Module:
+    """SVD's OpenCLIP ViT-H image encoder alone: transformers' ``CLIPVisionModelWithProjection``."""
+    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    sd = _part(source, keymap.CLIP_PREFIX, dtype)
+    cfg = detect.detect_clip_config({k: tuple(v.shape) for k, v in sd.items()})
+    with empty_weights():
+        clip = CLIPVisionModelWithProjection(CLIPVisionConfig(**cfg))
+    return materialize(clip, keymap.clip_state_dict_to_transformers(sd), "image encoder")
+
+
+def _load_whole(source, dtype: torch.dtype = torch.float32) -> SVDModel:
+    return load_svd(source, dtype)
+
+
+ARCHITECTURES = (
+    Architecture("svd", "a Stable Video Diffusion checkpoint", "svd", keys_only(detect.is_svd_bundle), _load_whole,
+                 detect_folder=is_diffusers_svd_folder),
+    Architecture("svd_unet", "an SVD UNet without its VAE and image encoder", "svd_unet",
+                 keys_only(detect.is_svd_unet), load_unet),
+    Architecture("svd_vae", "an SVD VAE (sgm layout, temporal decoder)", "svd_vae", keys_only(detect.is_svd_vae),
+                 load_vae),
+    Architecture("svd_image_encoder", "an SVD image encoder (OpenCLIP ViT-H visual tower)", "svd_image_encoder",
+                 keys_only(detect.is_svd_image_encoder), load_image_encoder),
+)

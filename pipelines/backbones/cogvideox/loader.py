@@ -16,7 +16,9 @@ import torch
 
 from ...checkpoint_io import empty_weights, explain_load_errors, materialize, own_module_tensors, read_state_dict
 from ...errors import AnimeVideoModelError
-from .detect import SAT_PREFIX, _read_json, _transformer_dir, cogvideox_layout, is_sat_vae_state_dict
+from ...registry import Architecture
+from .detect import (SAT_PREFIX, _read_json, _transformer_dir, cogvideox_layout, is_cogvideox_folder,
+                     is_cogvideox_vae, is_sat_vae_state_dict)
 from .keys import sat_to_diffusers, sat_vae_to_diffusers
 
 SCALING_FACTOR_5B = 0.7
@@ -251,3 +253,23 @@ def load_cogvideox_parts(transformer_path_or_folder: str, vae_path_or_none: str 
     return CogVideoXParts(transformer=transformer, vae=vae, layout=layout,
                           scheduler_config=scheduler_config or dict(DEFAULT_SCHEDULER_CONFIG),
                           source=os.path.basename(path.rstrip("/")))
+
+
+def load_transformer(source: str, dtype: torch.dtype = torch.float32) -> torch.nn.Module:
+    """The transformer alone, from a file (diffusers or SAT names) or a diffusers folder."""
+    if os.path.isdir(source):
+        return load_cogvideox_parts(source, None, dtype).transformer
+    return _load_transformer_file(source, dtype)[0]
+
+
+def load_vae(source: str, dtype: torch.dtype = torch.float32) -> torch.nn.Module:
+    return _load_vae_file(source, dtype)
+
+
+ARCHITECTURES = (
+    Architecture("cogvideox", "a CogVideoX video transformer (AniSora V1)", "cogvideox",
+                 lambda keys, shapes: cogvideox_layout(keys) is not None, load_transformer,
+                 hint="load it with AnimeVideo Load AniSora", detect_folder=is_cogvideox_folder),
+    Architecture("cogvideox_vae", "a CogVideoX VAE (3D causal)", "cogvideox_vae",
+                 lambda keys, shapes: is_cogvideox_vae(shapes), load_vae),
+)
