@@ -24,8 +24,8 @@ import re
 import torch
 
 from ..checkpoint_io import SAFETENSORS_EXTENSIONS, damaged_error_types, read_metadata, read_state_dict
-from .. import registry
-from ..errors import AnimeVideoModelError
+from .. import dtype_policy, registry
+from ..errors import AnimeVideoInputError, AnimeVideoModelError
 from .transformer import GANimeTransformer, TransformerConfig
 from .vqgan import VQGAN, VQGANConfig
 
@@ -256,11 +256,11 @@ def save_transformer(model: GANimeTransformer, path: str, **extra_meta) -> str:
 # ---------------------------------------------------------------------------------------------
 
 def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
+    """The pack's dtype policy (pipelines/dtype_policy.py) for the transformer: auto = fp16 on a GPU, fp32 on the
+    CPU (the VQ-GAN stays fp32 whatever is chosen)."""
     if name not in DTYPES:
-        raise AnimeVideoModelError(f"dtype: '{name}' is not one of {', '.join(DTYPES)}.")
-    if name == "auto":
-        return torch.float16 if device.type == "cuda" else torch.float32
-    return {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[name]
+        raise AnimeVideoInputError(f"dtype: '{name}' is not one of {', '.join(DTYPES)}.")
+    return dtype_policy.resolve_dtype(name, device).compute
 
 
 class GANimeModel:

@@ -14,8 +14,8 @@ import os
 import torch
 
 from ..checkpoint_io import empty_weights, read_state_dict, strip_common_prefix
-from .. import registry
-from ..errors import AnimeVideoModelError
+from .. import dtype_policy, registry
+from ..errors import AnimeVideoInputError, AnimeVideoModelError
 from .animeinterp import UPSAMPLE, AnimeInterp, AnimeInterpConfig
 
 log = logging.getLogger("AnimeVideo")
@@ -125,12 +125,12 @@ def load_interpolator(path: str, dtype: torch.dtype = torch.float32) -> AnimeInt
     return model_from_state_dict(sd, os.path.basename(path), dtype)
 
 
-def resolve_dtype(name: str) -> torch.dtype:
-    """auto = fp32: the flow refinement keeps float32 coordinates, and the released model is fp32."""
+def resolve_dtype(name: str, device="cpu") -> torch.dtype:
+    """The pack's dtype policy (pipelines/dtype_policy.py) with auto = fp32 everywhere: the flow refinement keeps
+    float32 coordinates, and the released model is fp32."""
     if name not in DTYPES:
-        raise ValueError(name)
-    return DTYPES[name]
-
+        raise AnimeVideoInputError(f"dtype: '{name}' is not one of {', '.join(DTYPES)}.")
+    return dtype_policy.resolve_dtype(name, device, auto_half=False).compute
 
 
 def _load_entry(source, dtype: torch.dtype = torch.float32, name: str | None = None) -> AnimeInterp:

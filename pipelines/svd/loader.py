@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from .. import dtype_policy
 from ..checkpoint_io import (empty_weights, is_safetensors, materialize, own_module_tensors, read_shapes,
                              read_state_dict, take_prefix)
 from ..errors import AnimeVideoModelError
@@ -58,14 +59,10 @@ class SVDModel:
         return self
 
 
-def resolve_dtype(name: str, device: torch.device | str) -> torch.dtype:
-    device = torch.device(device)
-    if name in (None, "", "auto"):
-        return torch.float16 if device.type in ("cuda", "mps", "xpu") else torch.float32
-    table = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-    if name not in table:
-        raise AnimeVideoModelError(f"dtype: '{name}' is not one of auto, fp32, fp16, bf16.")
-    return table[name]
+def resolve_dtype(name: str, device: torch.device | str, file_dtype: torch.dtype | None = None) -> torch.dtype:
+    """The pack's dtype policy for the SVD UNet (pipelines/dtype_policy.py): auto = fp16 on a GPU (or the file's
+    half type), fp32 on the CPU; ComfyUI's --*-unet flags apply."""
+    return dtype_policy.resolve_dtype(name, device, file_dtype=file_dtype, role="diffusion").compute
 
 
 def vae_dtype_for(dtype: torch.dtype) -> torch.dtype:

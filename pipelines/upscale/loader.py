@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .. import dependencies, registry
+from .. import dependencies, dtype_policy, registry
 from ..checkpoint_io import read_state_dict, strip_common_prefix
 from ..errors import AnimeVideoInputError, AnimeVideoModelError
 from . import animesr
@@ -80,26 +80,16 @@ class Upscaler:
 
 
 def resolve_dtype(name: str, device, supports_half: bool = True, supports_bf16: bool = True) -> torch.dtype:
-    """auto: fp16 on a GPU (bf16 where the model lacks fp16 support, else fp32), fp32 on the CPU.
-
-    fp16/bf16 asked for on a CPU device run in fp32: half-precision convolutions on a CPU are slower than fp32
-    and are not what the models were checked with.
-    """
-    device = torch.device(device)
+    """The pack's dtype policy (pipelines/dtype_policy.py) for an upscaler: auto = fp16 on a GPU (bf16 where the
+    model lacks fp16 support, else fp32), fp32 on the CPU. fp16/bf16 asked for on a CPU device run in fp32:
+    half-precision convolutions on a CPU are slower than fp32 and are not what the models were checked with."""
     if name not in (None, "") and name not in DTYPES:
         raise AnimeVideoInputError(f"dtype: '{name}' is not one of {', '.join(DTYPES)}.")
-    gpu = device.type in ("cuda", "mps", "xpu")
-    if name in (None, "", "auto"):
-        if not gpu:
-            return torch.float32
-        return torch.float16 if supports_half else torch.bfloat16 if supports_bf16 else torch.float32
-    dtype = _DTYPE_TABLE[name]
-    if dtype != torch.float32 and not gpu:
-        log.info("AnimeVideo upscaler: dtype %s on %s runs in fp32", name, device)
-        return torch.float32
-    if (dtype == torch.float16 and not supports_half) or (dtype == torch.bfloat16 and not supports_bf16):
-        raise AnimeVideoInputError(f"dtype: this model does not support {name}; use auto or fp32.")
-    return dtype
+    choice = dtype_policy.resolve_dtype(name, device, supports_half=supports_half, supports_bf16=supports_bf16,
+                                        half_on_cpu=False)
+    if name not in (None, "", "auto") and choice.compute != _DTYPE_TABLE[name]:
+        log.info("AnimeVideo upscaler: %s", choice.reason)
+    return choice.compute
 
 
 def describe_state_dict(sd: dict) -> str:
