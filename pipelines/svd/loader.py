@@ -17,6 +17,7 @@ from .. import dtype_policy
 from ..checkpoint_io import (empty_weights, is_safetensors, materialize, own_module_tensors, read_shapes,
                              read_state_dict, take_prefix)
 from ..errors import AnimeVideoModelError
+from .. import registry
 from ..registry import Architecture, keys_only
 from . import detect, keymap
 
@@ -131,6 +132,8 @@ def load_diffusers_folder(path: str, dtype: torch.dtype) -> SVDModel:
     from transformers import CLIPVisionModelWithProjection
 
     if not is_diffusers_svd_folder(path):
+        if registry.identify(path) is not None:  # another model's folder: say which
+            registry.require(path, "svd", expected=detect.SVD_EXPECTED)
         present = sorted(os.listdir(path)) if os.path.isdir(path) else []
         raise AnimeVideoModelError(
             f"'{os.path.basename(path)}' is not an SVD diffusers folder: it needs unet/, vae/ and image_encoder/ "

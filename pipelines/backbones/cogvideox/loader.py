@@ -16,6 +16,7 @@ import torch
 
 from ...checkpoint_io import empty_weights, explain_load_errors, materialize, own_module_tensors, read_state_dict
 from ...errors import AnimeVideoModelError
+from ... import registry
 from ...registry import Architecture
 from .detect import (SAT_PREFIX, _read_json, _transformer_dir, cogvideox_layout, is_cogvideox_folder,
                      is_cogvideox_vae, is_sat_vae_state_dict)
@@ -49,6 +50,11 @@ KNOWN_SAMPLE_SIZES = {
     13 * 40 * 68: (49, 80, 136),  # 640x1088 (AniSora's 24 GB config)
 }
 
+EXPECTED_TRANSFORMER = ("AniSora V1 is a CogVideoX-5B image-to-video transformer: diffusers keys such as "
+                        "patch_embed.text_proj.weight, or SAT keys such as mixins.patch_embed.text_proj.weight "
+                        "(e.g. the folder Disty0/Index-anisora-5B-diffusers in models/diffusers).")
+EXPECTED_VAE = ("The CogVideoX VAE is the vae/ folder of a CogVideoX diffusers copy, its "
+                "diffusion_pytorch_model.safetensors, or AniSora's SAT 3d-vae.pt.")
 SAT_REFUSED_HINT = ("Use the diffusers copy of AniSora V1 (e.g. Disty0/Index-anisora-5B-diffusers, folder under "
                     "models/diffusers) or convert the file to .safetensors.")
 
@@ -171,9 +177,7 @@ def _load_transformer_file(path: str, dtype: torch.dtype):
     sd = read_checkpoint(path)
     layout = cogvideox_layout(sd.keys())
     if layout is None:
-        raise AnimeVideoModelError(
-            f"'{name}' is not a CogVideoX transformer (AniSora V1): expected diffusers keys such as "
-            "patch_embed.text_proj.weight, or SAT keys such as mixins.patch_embed.text_proj.weight.")
+        registry.require(sd, "cogvideox", name=name, expected=EXPECTED_TRANSFORMER)
     sd = sat_to_diffusers(sd) if layout == "sat" else {k[len(SAT_PREFIX):] if k.startswith(SAT_PREFIX) else k: v
                                                      for k, v in sd.items()}
     cfg = transformer_config_from_shapes({k: tuple(v.shape) for k, v in sd.items()})
@@ -185,6 +189,7 @@ def _load_vae_file(path: str, dtype: torch.dtype):
 
     name = os.path.basename(path)
     sd = read_checkpoint(path)
+    registry.require(sd, "cogvideox_vae", name=name, expected=EXPECTED_VAE)
     if is_sat_vae_state_dict(sd):
         sd = sat_vae_to_diffusers(sd)
     cfg = vae_config_from_shapes({k: tuple(v.shape) for k, v in sd.items()})
