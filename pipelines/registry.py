@@ -30,7 +30,8 @@ from typing import Callable, Iterable, Mapping, Sequence
 
 import torch
 
-from .checkpoint_io import meta_state_dict, read_shapes, read_state_dict, shapes_of, strip_common_prefix
+from .checkpoint_io import (is_safetensors, meta_state_dict, read_shapes, read_state_dict, shapes_of,
+                            strip_common_prefix)
 from .errors import AnimeVideoModelError
 
 Shapes = Mapping[str, tuple]
@@ -83,6 +84,7 @@ class Architecture:
     load: Callable | None = None  # load(path or state dict, **options) -> model
     hint: str = ""  # where it belongs: "load it with AnimeVideo Load AniSora"
     detect_folder: Callable[[str], bool] | None = None  # for diffusers folders (read their config.json)
+    takes_state_dict: bool = False  # load(state dict, name=file name, ...) works: a pickle is then read once
 
     def describe(self) -> str:
         return f"{self.name} ({self.hint})" if self.hint else self.name
@@ -137,8 +139,20 @@ def spandrel_entries() -> list[Architecture]:
         arch = support.architecture
         entries.append(Architecture(
             id=f"spandrel:{arch.id}", name=f"an image model spandrel loads ({arch.name})", kind="upscaler",
-            detect=_spandrel_detect(support.detect), load=_load_with_spandrel))
+            detect=_spandrel_detect(support.detect), load=_load_with_spandrel, takes_state_dict=True))
     return entries
+
+
+class ShapeTable(dict):
+    """{key: shape}, with the same table as meta tensors built once on first use (spandrel's rules take a state
+    dict: one meta copy serves all of them)."""
+
+    _meta: dict | None = None
+
+    def as_meta_state_dict(self) -> dict[str, torch.Tensor]:
+        if self._meta is None:
+            self._meta = meta_state_dict(self)
+        return self._meta
 
 
 def _spandrel_detect(detect):
@@ -146,19 +160,24 @@ def _spandrel_detect(detect):
         if any(len(s) == 0 and k.endswith(".weight") for k, s in shapes.items()):
             return False  # a key list without shapes: spandrel's rules read shapes
         try:
-            return bool(detect(meta_state_dict(shapes)))
+            meta = shapes.as_meta_state_dict() if isinstance(shapes, ShapeTable) else meta_state_dict(shapes)
+            return bool(detect(meta))
         except (KeyError, IndexError, AttributeError, TypeError, ValueError, AssertionError, RuntimeError,
                 NotImplementedError, ZeroDivisionError):
             return False  # a rule that needs tensor values, or a state dict it does not expect
     return run
 
 
-def _load_with_spandrel(source):
+def _load_with_spandrel(source, name: str | None = None):
     """spandrel's descriptor (the model sized from the shapes by spandrel); the upscale loader wraps it further."""
     import spandrel
 
     sd = read_state_dict(source) if isinstance(source, str) else source
-    return spandrel.ModelLoader().load_from_state_dict(strip_common_prefix(sd))
+    try:
+        return spandrel.ModelLoader().load_from_state_dict(strip_common_prefix(sd))
+    except (KeyError, RuntimeError, ValueError, AssertionError, IndexError) as e:
+        raise AnimeVideoModelError(f"'{name or 'the state dict'}': spandrel recognised the keys but could not build "
+                                   f"the model ({type(e).__name__}: {e}).") from None
 
 
 def _no_unet_temporal(keys, shapes) -> bool:
@@ -227,6 +246,7 @@ def identify_shapes(shapes: Shapes) -> Architecture | None:
     keys = frozenset(shapes)
     if not keys:
         return None
+    shapes = shapes if isinstance(shapes, ShapeTable) else ShapeTable(shapes)
     for arch in entries():
         if arch.detect(keys, shapes):
             return arch
@@ -310,9 +330,18 @@ def require(source, kinds: Sequence[str] | str, *, name: str | None = None, expe
 
 
 def load(source, kinds: Sequence[str] | str, *, name: str | None = None, expected: str = "", **options):
-    """:func:`require`, then the entry's ``load(source, **options)``."""
-    arch = require(source, kinds, name=name, expected=expected)
+    """:func:`require`, then the entry's ``load(source, **options)``. A pickled file is read once: identified from
+    its tensors, which go to the entry's loader when it takes a state dict."""
+    if name is None and isinstance(source, str):
+        name = os.path.basename(source.rstrip("/"))
+    if isinstance(source, str) and os.path.isfile(source) and not is_safetensors(source):
+        sd = read_state_dict(source)
+        arch = require(sd, kinds, name=name, expected=expected)
+        if arch.takes_state_dict:
+            return arch.load(sd, name=name, **options)
+        del sd
+    else:
+        arch = require(source, kinds, name=name, expected=expected)
     if arch.load is None:
-        raise AnimeVideoModelError(f"'{name or source}' is {arch.describe()}, which this pack recognises but does "
-                                   "not load.")
+        raise AnimeVideoModelError(f"'{name}' is {arch.describe()}, which this pack recognises but does not load.")
     return arch.load(source, **options)

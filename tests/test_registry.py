@@ -196,6 +196,7 @@ def test_real_svd_bundle_entry_sizes_every_part_from_the_table():
 # ---------------------------------------------------------------------------------------------
 
 def _wrong_cases(models_dir, tmp_path, svd_parts):
+    from animevideo.pipelines.anisora import cogvideox
     from animevideo.pipelines.ganime import loader as ganime_loader
     from animevideo.pipelines.interpolate import loader as interp_loader
     from animevideo.pipelines.lineart import loader as lineart_loader
@@ -225,6 +226,12 @@ def _wrong_cases(models_dir, tmp_path, svd_parts):
          "is an AnimeInterp interpolation model", "not the FID Inception-v3 network"),
         (lambda: upscale_loader.load_upscaler(m("diffusion_models/anisora_v3_i2v_14b.safetensors")),
          "is a Wan/AniSora video transformer (load it with AnimeVideo Load AniSora)", "not an AnimeSR model"),
+        (lambda: svd_loader.load_svd(m("diffusers/Index-anisora-5B-diffusers"), torch.float32),
+         "'Index-anisora-5B-diffusers' is a CogVideoX video transformer", "not a Stable Video Diffusion checkpoint"),
+        (lambda: cogvideox.load_cogvideox(m("upscale_models/AnimeSR_v2.pth"), None, torch.float32),
+         "is an AnimeSR model", "not a CogVideoX image-to-video transformer"),
+        (lambda: cogvideox.load_cogvideox(m("diffusers/Index-anisora-5B-diffusers"), vae_file, torch.float32),
+         "is an SVD VAE", "not a CogVideoX VAE"),
     ]
 
 
@@ -248,12 +255,26 @@ def test_require_returns_the_entry_or_names_both_sides(tiny_models_dir):
         registry.require({"head.w": (2, 2)}, "lineart", name="w")
 
 
-def test_entries_load_what_they_identify(tiny_models_dir):
-    path = os.path.join(tiny_models_dir, "upscale_models", "AnimeSR_v2.pth")
-    up = registry.load(path, "animesr")
+def test_entries_load_what_they_identify(tiny_models_dir, monkeypatch):
+    from animevideo.pipelines.interpolate import loader as interp_loader
+    from animevideo.pipelines.metrics import loader as metrics_loader
+
+    m = lambda rel: os.path.join(tiny_models_dir, rel)  # noqa: E731
+    up = registry.load(m("upscale_models/AnimeSR_v2.pth"), "animesr")
     assert up.arch_name == "AnimeSR" and up.scale == 4
-    desc = registry.load(os.path.join(tiny_models_dir, "upscale_models", "realesr-animevideov3.pth"), "upscaler")
+    desc = registry.load(m("upscale_models/realesr-animevideov3.pth"), "upscaler")
     assert desc.architecture.id == "Compact"
+    want_interp = interp_loader.load_interpolator(m("interpolation/anime_interp_full.ckpt")).state_dict()
+    want_i3d = metrics_loader.load_i3d(m("metrics/i3d_pretrained_400.pt")).state_dict()
+    # a pickle is read once, by the registry: the loaders get its tensors, not the path
+    monkeypatch.setattr(interp_loader, "read_state_dict", lambda *a, **k: pytest.fail("read twice"))
+    monkeypatch.setattr(metrics_loader, "read_state_dict", lambda *a, **k: pytest.fail("read twice"))
+    for got, want in ((registry.load(m("interpolation/anime_interp_full.ckpt"), "animeinterp").state_dict(),
+                       want_interp),
+                      (registry.load(m("metrics/i3d_pretrained_400.pt"), "i3d").state_dict(), want_i3d)):
+        assert set(got) == set(want) and all(torch.equal(got[k], want[k]) for k in want)
+    with pytest.raises(AnimeVideoModelError, match="recognises but does not load"):
+        registry.load(m("metrics/lpips/alex.pth"), "lpips_heads")
 
 
 def test_every_entry_module_contributes_well_formed_entries():

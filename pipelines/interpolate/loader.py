@@ -141,5 +141,5 @@ def _load_entry(source, dtype: torch.dtype = torch.float32, name: str | None = N
 
 ARCHITECTURES = (
     registry.Architecture("animeinterp", "an AnimeInterp interpolation model", "animeinterp",
-                          registry.keys_only(is_animeinterp_state_dict), _load_entry),
+                          registry.keys_only(is_animeinterp_state_dict), _load_entry, takes_state_dict=True),
 )

@@ -68,7 +68,8 @@ def _load_entry(source, dtype: torch.dtype = torch.float32, name: str | None = N
 
 ARCHITECTURES = (
     registry.Architecture("lineart", "an informative-drawings lineart generator (ControlNet's 'lineart' annotator)",
-                          "lineart", registry.keys_only(gen.is_lineart_state_dict), _load_entry),
+                          "lineart", registry.keys_only(gen.is_lineart_state_dict), _load_entry,
+                          takes_state_dict=True),
     registry.Architecture("lineart_anime", "a U-Net generator such as the 'lineart_anime' annotator (netG.pth), a "
                           "different model", "foreign", registry.any_prefix("model.model.")),
 )

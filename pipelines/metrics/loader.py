@@ -105,17 +105,25 @@ def load_lpips(backbone_path: str, heads_path: str) -> lpips_net.LPIPS:
 
 
 def _entry_loader(load, build):
-    def run(source, **options):
-        return load(source, **options) if isinstance(source, str) else build(strip_common_prefix(source))
+    def run(source, name: str | None = None, **options):
+        if isinstance(source, str):
+            return load(source, **options)
+        try:
+            model = build(strip_common_prefix(source))
+        except AnimeVideoModelError as e:
+            raise AnimeVideoModelError(f"'{name or 'the state dict'}': {e}.") from None
+        model.source = name
+        return model
     return run
 
 
 ARCHITECTURES = (
     registry.Architecture("i3d", "an I3D network (FVD)", "i3d", registry.keys_only(i3d_net.is_i3d_state_dict),
-                          _entry_loader(load_i3d, i3d_net.build_from_state_dict)),
+                          _entry_loader(load_i3d, lambda sd: i3d_net.build_from_state_dict(sd).fuse_batch_norms()),
+                          takes_state_dict=True),
     registry.Architecture("inception_fid", "an Inception-v3 network (FID)", "inception_fid",
                           registry.keys_only(inception_net.is_inception_state_dict),
-                          _entry_loader(load_inception, inception_net.build_from_state_dict)),
+                          _entry_loader(load_inception, inception_net.build_from_state_dict), takes_state_dict=True),
     registry.Architecture("lpips_heads", "LPIPS heads", "lpips_heads", registry.keys_only(lpips_net.is_heads_state_dict)),
     registry.Architecture("lpips_backbone", "a torchvision AlexNet/VGG-style backbone", "lpips_backbone",
                           registry.keys_only(is_torchvision_features), lambda source: lpips_net.build_backbone(

@@ -164,5 +164,5 @@ def _load_entry(source, dtype_name: str = "auto", device="cpu", name: str | None
 
 ARCHITECTURES = (
     registry.Architecture("animesr", "an AnimeSR model (recurrent video upscaler)", KIND_ANIMESR,
-                          registry.keys_only(animesr.is_animesr_state_dict), _load_entry),
+                          registry.keys_only(animesr.is_animesr_state_dict), _load_entry, takes_state_dict=True),
 )
