@@ -25,6 +25,17 @@ SAFETENSORS_EXTENSIONS = (".safetensors", ".sft")
 PICKLE_EXTENSIONS = (".ckpt", ".pt", ".pth", ".bin")
 
 
+def _pickle_safe_globals() -> list:
+    import argparse
+
+    # DeepSpeed/SAT checkpoints carry their run's argparse.Namespace next to the weights: a plain attribute
+    # container, so it is allowed; any other Python object is still refused by weights_only.
+    return [argparse.Namespace]
+
+
+PICKLE_SAFE_GLOBALS = _pickle_safe_globals()
+
+
 def resolve_in_folders(name: str, folders: Iterable[str], input_name: str = "ckpt_name") -> str:
     """Return the real path of ``name`` inside one of ``folders``.
 
@@ -132,8 +143,13 @@ def own_module_tensors(module: torch.nn.Module) -> torch.nn.Module:
     return module
 
 
-def read_state_dict(path: str, device: str = "cpu") -> dict[str, torch.Tensor]:
-    """Load every tensor of a checkpoint file. Lightning-style ``{"state_dict": …}`` wrappers are unwrapped."""
+def read_state_dict(path: str, device: str = "cpu", *, mmap: bool = False,
+                    refused_hint: str | None = None) -> dict[str, torch.Tensor]:
+    """Load every tensor of a checkpoint file. Wrappers (Lightning ``{"state_dict": …}``, BasicSR ``params_ema``,
+    DeepSpeed/SAT ``{"module": …}``, …) are unwrapped. ``mmap``: memory-map a zip pickle instead of reading it
+    (no second RAM copy of a multi-GB file; legacy non-zip pickles are then read normally). ``refused_hint``: what
+    to do instead when a pickle holding Python objects is refused."""
+    hint = {} if refused_hint is None else {"refused_hint": refused_hint}
     lower = path.lower()
     name = os.path.basename(path)
     if lower.endswith(SAFETENSORS_EXTENSIONS):
@@ -142,13 +158,187 @@ def read_state_dict(path: str, device: str = "cpu") -> dict[str, torch.Tensor]:
         with explain_load_errors(name, path):
             return owned_tensors(load_file(path, device=device))
     if lower.endswith(PICKLE_EXTENSIONS):
-        with explain_load_errors(name):
-            obj = torch_load_weights(path, name, map_location=device)
+        with explain_load_errors(name, path), torch.serialization.safe_globals(PICKLE_SAFE_GLOBALS):
+            if mmap:
+                try:
+                    obj = torch_load_weights(path, name, map_location=device, mmap=True, **hint)
+                except RuntimeError as e:
+                    if "mmap" not in str(e):
+                        raise
+                    obj = torch_load_weights(path, name, map_location=device, **hint)  # a legacy (non-zip) file
+            else:
+                obj = torch_load_weights(path, name, map_location=device, **hint)
         return unwrap_state_dict(obj)
-    raise AnimeVideoModelError(
-        f"'{os.path.basename(path)}' has an unsupported extension; expected one of "
-        f"{', '.join(SAFETENSORS_EXTENSIONS + PICKLE_EXTENSIONS)}."
-    )
+    raise AnimeVideoModelError(unsupported_extension_message(path))
+
+
+def unsupported_extension_message(path: str) -> str:
+    return (f"'{os.path.basename(path)}' has an unsupported extension; expected one of "
+            f"{', '.join(SAFETENSORS_EXTENSIONS + PICKLE_EXTENSIONS)}.")
+
+
+def is_safetensors(path: str) -> bool:
+    return path.lower().endswith(SAFETENSORS_EXTENSIONS)
+
+
+def read_shapes(path: str) -> dict[str, tuple[int, ...]]:
+    """Tensor names and shapes: from the header for safetensors (no tensor is read), else from the loaded file."""
+    if is_safetensors(path):
+        from safetensors import safe_open
+
+        with explain_load_errors(os.path.basename(path), path), safe_open(path, framework="pt") as f:
+            return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+    return {k: tuple(v.shape) for k, v in read_state_dict(path, mmap=True).items()}
+
+
+def read_keys(path: str) -> list[str]:
+    """Tensor names of a checkpoint file (safetensors: header only; pickles: memory-mapped, wrappers unwrapped)."""
+    return list(read_shapes(path))
+
+
+def read_metadata(path: str) -> dict[str, str]:
+    """A safetensors file's ``__metadata__`` ({} for other formats)."""
+    if not is_safetensors(path):
+        return {}
+    from safetensors import safe_open
+
+    with explain_load_errors(os.path.basename(path), path), safe_open(path, framework="pt") as f:
+        return dict(f.metadata() or {})
+
+
+_SAFETENSORS_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+                       "F8_E4M3": torch.float8_e4m3fn, "F8_E5M2": torch.float8_e5m2}
+
+
+def storage_dtype(path: str) -> torch.dtype | None:
+    """The floating dtype holding most of a safetensors file's bytes, from its header alone (None for other
+    formats, folders and files without floating tensors): what ``dtype=auto`` keeps."""
+    if not is_safetensors(path) or not os.path.isfile(path):
+        return None
+    import json
+
+    with explain_load_errors(os.path.basename(path), path), open(path, "rb") as fh:
+        (n,) = struct.unpack("<Q", fh.read(8))
+        header = json.loads(fh.read(n))
+    weight: dict[str, int] = {}
+    for k, info in header.items():
+        if k == "__metadata__" or info.get("dtype") not in _SAFETENSORS_DTYPES:
+            continue
+        start, end = info["data_offsets"]
+        weight[info["dtype"]] = weight.get(info["dtype"], 0) + end - start
+    return _SAFETENSORS_DTYPES[max(weight, key=weight.get)] if weight else None
+
+
+def read_tensors(source, select=None, rename=None, dtype_for=None) -> dict[str, torch.Tensor]:
+    """The tensors whose names ``select(key)`` accepts (all by default), each cast to ``dtype_for(key)`` as it
+    is read and stored under ``rename(key)``: peak memory stays near the selected part in its final dtype.
+    ``source``: a path (safetensors are read one tensor at a time) or an already read state dict, whose
+    selected tensors are popped as they are converted (read a pickle once, take its parts one by one)."""
+    select = select or (lambda k: True)
+    rename = rename or (lambda k: k)
+
+    def cast(k, v):
+        return v.to(dtype_for(k)) if dtype_for is not None and v.is_floating_point() else v
+
+    if isinstance(source, str) and is_safetensors(source):
+        from safetensors import safe_open
+
+        out = {}
+        with explain_load_errors(os.path.basename(source), source), safe_open(source, framework="pt") as f:
+            for k in f.keys():
+                if select(k):
+                    out[rename(k)] = cast(k, f.get_tensor(k))
+        return owned_tensors(out)
+    sd = read_state_dict(source) if isinstance(source, str) else source
+    out = {}
+    for k in [k for k in sd if select(k)]:
+        out[rename(k)] = cast(k, sd.pop(k))
+    return out
+
+
+def take_prefix(source, prefix: str, dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
+    """:func:`read_tensors` of the tensors under ``prefix``, the prefix stripped, cast to ``dtype``."""
+    return read_tensors(source, select=lambda k: k.startswith(prefix), rename=lambda k: k[len(prefix):],
+                        dtype_for=None if dtype is None else (lambda k: dtype))
+
+
+# Training wrappers around a whole state dict: DataParallel/DDP, BasicSR's generators, GAN trainers.
+WRAPPER_PREFIXES = ("module.", "netG.", "generator.")
+
+
+def strip_common_prefix(sd: dict, prefixes=WRAPPER_PREFIXES) -> dict:
+    """``sd`` without a prefix that EVERY key has (repeatedly, e.g. ``module.netG.``); a copy when stripped.
+    Works on a state dict or a shapes dict alike."""
+    changed = True
+    while sd and changed:
+        changed = False
+        for p in prefixes:
+            if all(k.startswith(p) for k in sd):
+                sd = {k[len(p):]: v for k, v in sd.items()}
+                changed = True
+    return sd
+
+
+def shapes_of(sd: dict) -> dict[str, tuple[int, ...]]:
+    """{name: shape} of a state dict (tensors) or of a shapes dict (passed through)."""
+    return {k: tuple(v.shape) if isinstance(v, torch.Tensor) else tuple(v) for k, v in sd.items()}
+
+
+def meta_state_dict(shapes: dict, dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
+    """Tensors on the meta device with the given shapes (no memory): a state dict to detect or size from when
+    only the key table is known."""
+    return {k: torch.empty(tuple(s), dtype=dtype, device="meta") for k, s in shapes.items()}
+
+
+# ---------------------------------------------------------------------------------------------
+# Building a network without memory, then filling it with the file's tensors
+# ---------------------------------------------------------------------------------------------
+
+@contextlib.contextmanager
+def empty_weights(keep_buffers: bool = False):
+    """Build modules without allocating or initialising weights. ``keep_buffers=False``: everything on the meta
+    device (``with torch.device("meta")``); ``True``: parameters on meta, buffers real (for networks whose
+    buffers are computed at construction and are not in the file, e.g. rotary tables)."""
+    if not keep_buffers:
+        with torch.device("meta"):
+            yield
+        return
+    original = torch.nn.Module.register_parameter
+
+    def register(module, name, param):
+        original(module, name, param)
+        if param is not None:
+            p = module._parameters[name]
+            module._parameters[name] = torch.nn.Parameter(p.to("meta"), requires_grad=p.requires_grad)
+
+    torch.nn.Module.register_parameter = register
+    try:
+        yield
+    finally:
+        torch.nn.Module.register_parameter = original
+
+
+def materialize(model: torch.nn.Module, sd: dict[str, torch.Tensor], what: str) -> torch.nn.Module:
+    """Put ``sd``'s tensors into a module built under :func:`empty_weights` (assigned, not copied). Missing or
+    unexpected tensors raise an error naming ``what``; transformers' non-persistent ``position_ids`` index
+    buffers are rebuilt; the module is returned in eval mode without gradients."""
+    missing, unexpected = model.load_state_dict(sd, strict=False, assign=True)
+    missing = [k for k in missing if not k.endswith("position_ids")]
+    if missing or unexpected:
+        raise AnimeVideoModelError(
+            f"The {what} weights do not fit the detected architecture: "
+            f"{len(missing)} missing (e.g. {missing[:3]}), {len(unexpected)} unexpected (e.g. {unexpected[:3]}).")
+    for name, buf in list(model.named_buffers()):
+        if buf.is_meta:
+            if name.endswith("position_ids"):  # a non-persistent index buffer in transformers' CLIP
+                owner = model.get_submodule(name.rsplit(".", 1)[0]) if "." in name else model
+                owner.register_buffer("position_ids", torch.arange(buf.shape[-1]).expand(buf.shape), persistent=False)
+            else:
+                raise AnimeVideoModelError(f"The {what} has no value for buffer {name}.")
+    for name, p in model.named_parameters():
+        if p.is_meta:
+            raise AnimeVideoModelError(f"The {what} has no value for {name}.")
+    return model.eval().requires_grad_(False)
 
 
 def torch_load_weights(path: str, name: str, refused_hint: str = "Convert it to .safetensors or use the released "
@@ -305,8 +495,9 @@ def explain_load_errors(name: str, path: str | None = None, needs: dict[str, str
 
 
 def unwrap_state_dict(obj) -> dict[str, torch.Tensor]:
-    # Training frameworks nest the weights (Lightning, BasicSR, plain PyTorch scripts), sometimes twice.
-    wrappers = ("state_dict", "params_ema", "params-ema", "params", "model_state_dict", "model", "net")
+    # Training frameworks nest the weights (Lightning, BasicSR, DeepSpeed/SAT, plain PyTorch scripts), sometimes
+    # twice.
+    wrappers = ("state_dict", "params_ema", "params-ema", "params", "model_state_dict", "model", "net", "module")
     for _ in range(2):
         for wrapper in wrappers:
             if isinstance(obj, dict) and wrapper in obj and isinstance(obj[wrapper], dict):

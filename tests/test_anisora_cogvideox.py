@@ -13,6 +13,9 @@ import pytest
 import torch
 
 from animevideo.pipelines.anisora import cogvideox as cv
+from animevideo.pipelines.backbones.cogvideox import detect as cv_detect
+from animevideo.pipelines.backbones.cogvideox import keys as cv_keys
+from animevideo.pipelines.backbones.cogvideox import loader as cv_loader
 from animevideo.pipelines.backbones.cogvideox import tiny
 from animevideo.pipelines.anisora.model import AniSoraHooks, AniSoraRequest, TextConditioning
 from animevideo.pipelines.errors import AnimeVideoInputError, AnimeVideoModelError
@@ -287,14 +290,14 @@ def test_no_keyframe_is_text_to_video(model, inputs):
 # ---------------------------------------------------------------------------------------------
 
 def test_detection(folder, model):
-    assert cv.is_cogvideox_folder(folder) and cv.is_cogvideox_folder(os.path.join(folder, "transformer"))
-    assert not cv.is_cogvideox_folder(os.path.join(folder, "vae")) and not cv.is_cogvideox_folder("/nonexistent")
+    assert cv_detect.is_cogvideox_folder(folder) and cv_detect.is_cogvideox_folder(os.path.join(folder, "transformer"))
+    assert not cv_detect.is_cogvideox_folder(os.path.join(folder, "vae")) and not cv_detect.is_cogvideox_folder("/nonexistent")
     keys = list(model.transformer.state_dict())
-    assert cv.is_cogvideox_state_dict(keys) and cv.cogvideox_layout(keys) == "diffusers"
-    sat = cv.diffusers_to_sat(model.transformer.state_dict())
-    assert cv.is_cogvideox_state_dict(sat) and cv.cogvideox_layout(sat) == "sat"
+    assert cv_detect.is_cogvideox_state_dict(keys) and cv_detect.cogvideox_layout(keys) == "diffusers"
+    sat = cv_keys.diffusers_to_sat(model.transformer.state_dict())
+    assert cv_detect.is_cogvideox_state_dict(sat) and cv_detect.cogvideox_layout(sat) == "sat"
     wan = ["patch_embedding.weight", "blocks.0.self_attn.q.weight", "head.modulation", "img_emb.proj.0.weight"]
-    assert not cv.is_cogvideox_state_dict(wan)
+    assert not cv_detect.is_cogvideox_state_dict(wan)
     assert model.backbone == "cogvideox" and model.extras["vae_scaling_factor"] == 0.7
 
 
@@ -311,11 +314,11 @@ def test_single_files_diffusers_and_sat_layouts(folder, model, tmp_path):
     save_file(tr, str(tmp_path / "anisora_v1.safetensors"))
     import argparse
 
-    sat = {**cv.diffusers_to_sat(tr), "first_stage_model.encoder.conv_in.weight": torch.zeros(1)}
+    sat = {**cv_keys.diffusers_to_sat(tr), "first_stage_model.encoder.conv_in.weight": torch.zeros(1)}
     torch.save({"module": sat, "args": argparse.Namespace(mode="inference"), "global_steps": 1},
                str(tmp_path / "mp_rank_00_model_states.pt"))  # DeepSpeed's layout
-    assert cv.is_cogvideox_file(str(tmp_path / "mp_rank_00_model_states.pt"))
-    assert cv.is_cogvideox_file(str(tmp_path / "anisora_v1.safetensors"))
+    assert cv_detect.is_cogvideox_file(str(tmp_path / "mp_rank_00_model_states.pt"))
+    assert cv_detect.is_cogvideox_file(str(tmp_path / "anisora_v1.safetensors"))
     # the single-file VAE path assumes the real 32 norm groups, so give it a 32-group VAE (no forward needed)
     vae32 = AutoencoderKLCogVideoX(block_out_channels=(32, 32, 32, 32), layers_per_block=1, scaling_factor=0.7)
     save_file({k: v.contiguous() for k, v in vae32.state_dict().items()}, str(tmp_path / "vae.safetensors"))
@@ -326,8 +329,8 @@ def test_single_files_diffusers_and_sat_layouts(folder, model, tmp_path):
         for k, v in tiny.TINY_TRANSFORMER.items():
             assert m.transformer.config[k] == v, k
         assert _sd_equal(m.vae, vae32) and m.vae.config.scaling_factor == 0.7
-    sat_vae = cv.diffusers_vae_to_sat(vae32.state_dict())
-    assert cv.is_sat_vae_state_dict(sat_vae) and "decoder.up.3.block.0.conv1.conv.weight" in sat_vae
+    sat_vae = cv_keys.diffusers_vae_to_sat(vae32.state_dict())
+    assert cv_detect.is_sat_vae_state_dict(sat_vae) and "decoder.up.3.block.0.conv1.conv.weight" in sat_vae
     assert "encoder.down.0.downsample.conv.weight" in sat_vae and "encoder.mid.block_1.conv1.conv.weight" in sat_vae
     torch.save({"state_dict": {**sat_vae, "loss.logvar": torch.zeros(1)}}, str(tmp_path / "3d-vae.pt"))
     m = cv.load_cogvideox(str(tmp_path / "anisora_v1.safetensors"), str(tmp_path / "3d-vae.pt"), torch.float32)
@@ -352,7 +355,7 @@ def test_sat_rules_split_qkv_and_adaln_as_diffusers_script_does():
         "model.diffusion_model.mixins.final_layer.adaLN_modulation.1.weight": torch.ones(2 * d, te),
         "model.diffusion_model.mixins.pos_embed.freqs_cos": torch.zeros(1),
     }
-    out = cv.sat_to_diffusers(sat)
+    out = cv_keys.sat_to_diffusers(sat)
     assert torch.equal(out["transformer_blocks.0.attn1.to_q.weight"], qkv[:d])
     assert torch.equal(out["transformer_blocks.0.attn1.to_k.weight"], qkv[d:2 * d])
     assert torch.equal(out["transformer_blocks.0.attn1.to_v.weight"], qkv[2 * d:])
@@ -363,7 +366,7 @@ def test_sat_rules_split_qkv_and_adaln_as_diffusers_script_does():
     assert "transformer_blocks.0.norm2.norm.weight" in out and "patch_embed.pos_embedding" in out
     assert "norm_out.linear.weight" in out and not any("freqs" in k for k in out)
     with pytest.raises(AnimeVideoModelError, match="does not know"):
-        cv.sat_to_diffusers({"model.diffusion_model.mixins.something_new.weight": torch.zeros(1)})
+        cv_keys.sat_to_diffusers({"model.diffusion_model.mixins.something_new.weight": torch.zeros(1)})
 
 
 def test_config_from_shapes_recovers_the_real_5b_i2v_architecture():
@@ -375,16 +378,16 @@ def test_config_from_shapes_recovers_the_real_5b_i2v_architecture():
     with torch.device("meta"):
         tr = CogVideoXTransformer3DModel(**real)
         vae = AutoencoderKLCogVideoX()
-    cfg = cv.transformer_config_from_shapes({k: tuple(v.shape) for k, v in tr.state_dict().items()})
+    cfg = cv_loader.transformer_config_from_shapes({k: tuple(v.shape) for k, v in tr.state_dict().items()})
     for k, v in real.items():
         assert cfg[k] == v, k
-    vcfg = cv.vae_config_from_shapes({k: tuple(v.shape) for k, v in vae.state_dict().items()})
+    vcfg = cv_loader.vae_config_from_shapes({k: tuple(v.shape) for k, v in vae.state_dict().items()})
     assert vcfg["block_out_channels"] == (128, 256, 256, 512) and vcfg["layers_per_block"] == 3
     assert vcfg["latent_channels"] == 16 and vcfg["scaling_factor"] == 0.7
     with torch.device("meta"):
         t2v = CogVideoXTransformer3DModel(num_layers=1, in_channels=16)
     with pytest.raises(AnimeVideoModelError, match="32"):
-        cv.transformer_config_from_shapes({k: tuple(v.shape) for k, v in t2v.state_dict().items()})
+        cv_loader.transformer_config_from_shapes({k: tuple(v.shape) for k, v in t2v.state_dict().items()})
 
 
 def test_not_a_cogvideox_file_is_a_clear_error(tmp_path):
@@ -412,7 +415,7 @@ def test_text_to_video_folder_is_refused_before_loading(tmp_path):
     (tmp_path / "t2v" / "transformer").mkdir(parents=True)
     cfg = {"_class_name": "CogVideoXTransformer3DModel", "in_channels": 16, "num_layers": 42}
     (tmp_path / "t2v" / "transformer" / "config.json").write_text(json.dumps(cfg))
-    assert cv.is_cogvideox_folder(str(tmp_path / "t2v"))
+    assert cv_detect.is_cogvideox_folder(str(tmp_path / "t2v"))
     with pytest.raises(AnimeVideoModelError, match="32 input"):
         cv.load_cogvideox(str(tmp_path / "t2v"), None, torch.float32)
 

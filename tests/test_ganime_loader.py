@@ -54,7 +54,7 @@ def test_sizes_are_read_without_metadata(tmp_path):
 def test_non_ganime_files_are_refused_with_what_they_look_like(tmp_path, tiny_dir):
     svd = tmp_path / "svd.safetensors"
     save_file({"model.diffusion_model.input_blocks.0.0.weight": torch.zeros(2, 2)}, str(svd))
-    with pytest.raises(AnimeVideoModelError, match="not a GANime VQ-GAN.*Stable Diffusion"):
+    with pytest.raises(AnimeVideoModelError, match="is a Stable Diffusion image checkpoint.*not a GANime VQ-GAN file"):
         loader.load_vqgan(str(svd))
     gpt = tmp_path / "gpt2.safetensors"
     save_file({"transformer.h.0.attn.c_attn.weight": torch.zeros(2, 6), "transformer.wte.weight": torch.zeros(5, 2)},

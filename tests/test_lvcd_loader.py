@@ -83,11 +83,11 @@ def test_released_layout_of_the_tiny_file(files, tiny_lvcd):
 def test_wrong_files_are_named(files, tmp_path):
     from safetensors.torch import save_file
 
-    with pytest.raises(AnimeVideoModelError, match="not an LVCD checkpoint: detected a Stable Video Diffusion"):
+    with pytest.raises(AnimeVideoModelError, match="is a Stable Video Diffusion checkpoint, not an LVCD checkpoint.*give it as the SVD model"):
         load_lvcd(files["svd"], files["svd"], torch.float32)
     rnd = str(tmp_path / "random.safetensors")
     save_file({"foo.weight": torch.zeros(2), "bar.bias": torch.zeros(1)}, rnd)
-    with pytest.raises(AnimeVideoModelError, match="unrecognised model"):
+    with pytest.raises(AnimeVideoModelError, match="is an unknown model .2 tensors.*not an LVCD checkpoint"):
         load_lvcd(files["svd"], rnd, torch.float32)
     with pytest.raises(AnimeVideoModelError, match="LVCD ControlNet checkpoint"):
         load_lvcd(files["safetensors"], files["safetensors"], torch.float32)

@@ -20,12 +20,12 @@ import json
 import logging
 import os
 import re
-from collections import Counter
 
 import torch
 
-from ..checkpoint_io import SAFETENSORS_EXTENSIONS, damaged_error_types, explain_load_errors, read_state_dict
-from ..errors import AnimeVideoModelError
+from ..checkpoint_io import SAFETENSORS_EXTENSIONS, damaged_error_types, read_metadata, read_state_dict
+from .. import dtype_policy, registry
+from ..errors import AnimeVideoInputError, AnimeVideoModelError
 from .transformer import GANimeTransformer, TransformerConfig
 from .vqgan import VQGAN, VQGANConfig
 
@@ -43,30 +43,17 @@ HOW_TO_GET = (
 )
 VQGAN_KEYS = ("encoder.conv_in.weight", "quant_conv.weight", "quantize.embedding.weight", "post_quant_conv.weight",
               "decoder.conv_out.weight")
+OTHER_HINTS = {
+    "gpt2": "A GANime transformer also has the remaining-frames embedding (remaining_frames.weight) and its keys "
+            "under gpt2.",
+    "vae": "GANime's VQ-GAN has its own layout (encoder.*, quant_conv.*, quantize.embedding.weight, decoder.*).",
+}
 TRANSFORMER_KEYS = ("gpt2.transformer.wte.weight", "gpt2.transformer.wpe.weight", "remaining_frames.weight",
                     "gpt2.transformer.h.0.attn.c_attn.weight")
-
-KNOWN_OTHERS = (
-    (("model.diffusion_model.",), "a Stable Diffusion / SVD checkpoint"),
-    (("first_stage_model.", "encoder.down.0.block."), "a latent-diffusion / taming VQ model (not GANime's layout)"),
-    (("flownet.", "feat_ext.", "synnet."), "an AnimeInterp interpolation model"),
-    (("body.", "conv_first."), "a Real-ESRGAN / ESRGAN-style upscaler"),
-    (("features.0.weight",), "a VGG network (the perceptual-loss weights, used only for training)"),
-)
-
 
 # ---------------------------------------------------------------------------------------------
 # Reading
 # ---------------------------------------------------------------------------------------------
-
-def read_metadata(path: str) -> dict:
-    if not path.lower().endswith(SAFETENSORS_EXTENSIONS):
-        return {}
-    from safetensors import safe_open
-
-    with explain_load_errors(os.path.basename(path), path), safe_open(path, framework="pt") as f:
-        return dict(f.metadata() or {})
-
 
 def meta_config(meta: dict) -> dict:
     try:
@@ -77,25 +64,10 @@ def meta_config(meta: dict) -> dict:
 
 
 def describe_keys(sd: dict) -> str:
+    """What a state dict is (the architecture registry's words) and its top-level names, for error messages."""
     if not sd:
         return "no tensors at all"
-    keys = list(sd)
-    heads = Counter(k.split(".")[0] for k in keys)
-    top = ", ".join(f"{h}.* ({n})" for h, n in heads.most_common(5))
-    guess = ""
-    if is_transformer_state_dict(sd):
-        guess = " It is a GANime transformer file."
-    elif is_vqgan_state_dict(sd):
-        guess = " It is a GANime VQ-GAN file."
-    elif any(k.startswith(("transformer.h.", "h.0.attn.c_attn")) for k in keys):
-        guess = (" It looks like a plain GPT-2 language model: a GANime transformer also has the "
-                 "remaining-frames embedding (remaining_frames.weight) and its keys under gpt2.")
-    else:
-        for prefixes, what in KNOWN_OTHERS:
-            if any(k.startswith(p) for k in keys for p in prefixes):
-                guess = f" It looks like {what}."
-                break
-    return f"{len(keys)} tensors with top-level names {top}.{guess}"
+    return f"{registry.describe(sd)}, {len(sd)} tensors with top-level names {registry.top_level_names(sd)}"
 
 
 def sniff_kind(path: str) -> str | None:
@@ -103,18 +75,11 @@ def sniff_kind(path: str) -> str | None:
     other files, other formats and unreadable files."""
     if not path.lower().endswith(SAFETENSORS_EXTENSIONS):
         return None
-    from safetensors import safe_open
-
     try:
-        with safe_open(path, framework="pt") as f:
-            keys = set(f.keys())
-    except (OSError, *damaged_error_types()):  # unreadable or damaged: loading it reports which
+        arch = registry.identify(path)
+    except (OSError, AnimeVideoModelError, *damaged_error_types()):  # unreadable or damaged: loading it says which
         return None
-    if is_transformer_state_dict(keys):
-        return "transformer"
-    if is_vqgan_state_dict(keys):
-        return "vqgan"
-    return None
+    return {"ganime_gpt": "transformer", "ganime_vqgan": "vqgan"}.get(arch.kind) if arch is not None else None
 
 
 def is_vqgan_state_dict(sd: dict) -> bool:
@@ -193,16 +158,11 @@ def _read(path: str) -> tuple[dict, dict]:
     return sd, meta_config(read_metadata(path))
 
 
-def _input(input_name: str) -> str:
-    return f"{input_name}: " if input_name else ""
-
-
 def vqgan_from_state_dict(sd: dict, meta_cfg: dict | None = None, name: str = "checkpoint",
                           input_name: str = "") -> VQGAN:
     if not is_vqgan_state_dict(sd):
-        hint = " Choose it as transformer_name instead." if is_transformer_state_dict(sd) else ""
-        raise AnimeVideoModelError(f"{_input(input_name)}'{name}' is not a GANime VQ-GAN file: it holds {describe_keys(sd)}{hint} "
-                                   f"{HOW_TO_GET}")
+        registry.require(sd, "ganime_vqgan", name=name, input_name=input_name, expected=HOW_TO_GET,
+                         hints={"ganime_gpt": "Choose it as transformer_name instead.", **OTHER_HINTS})
     try:
         cfg = vqgan_config_from_state_dict(sd, meta_cfg)
         model = VQGAN(cfg)
@@ -219,9 +179,8 @@ def vqgan_from_state_dict(sd: dict, meta_cfg: dict | None = None, name: str = "c
 def transformer_from_state_dict(sd: dict, meta_cfg: dict | None = None, name: str = "checkpoint",
                                 input_name: str = "") -> GANimeTransformer:
     if not is_transformer_state_dict(sd):
-        hint = " Choose it as vqgan_name instead." if is_vqgan_state_dict(sd) else ""
-        raise AnimeVideoModelError(f"{_input(input_name)}'{name}' is not a GANime transformer file: it holds {describe_keys(sd)}{hint} "
-                                   f"{HOW_TO_GET}")
+        registry.require(sd, "ganime_gpt", name=name, input_name=input_name, expected=HOW_TO_GET,
+                         hints={"ganime_vqgan": "Choose it as vqgan_name instead.", **OTHER_HINTS})
     try:
         cfg = transformer_config_from_state_dict(sd, meta_cfg)
         model = GANimeTransformer(cfg)
@@ -243,6 +202,26 @@ def load_vqgan(path: str, input_name: str = "") -> VQGAN:
 def load_transformer(path: str, input_name: str = "") -> GANimeTransformer:
     sd, cfg = _read(path)
     return transformer_from_state_dict(sd, cfg, os.path.basename(path), input_name)
+
+
+def _load_vqgan_entry(source, name: str | None = None) -> VQGAN:
+    if isinstance(source, str):
+        return load_vqgan(source)
+    return vqgan_from_state_dict(source, None, name or "state dict")
+
+
+def _load_transformer_entry(source, name: str | None = None) -> GANimeTransformer:
+    if isinstance(source, str):
+        return load_transformer(source)
+    return transformer_from_state_dict(source, None, name or "state dict")
+
+
+ARCHITECTURES = (
+    registry.Architecture("ganime_vqgan", "a GANime VQ-GAN file", "ganime_vqgan",
+                          registry.keys_only(is_vqgan_state_dict), _load_vqgan_entry),
+    registry.Architecture("ganime_gpt", "a GANime transformer file (GPT-2 with the remaining-frames embedding)",
+                          "ganime_gpt", registry.keys_only(is_transformer_state_dict), _load_transformer_entry),
+)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -277,11 +256,11 @@ def save_transformer(model: GANimeTransformer, path: str, **extra_meta) -> str:
 # ---------------------------------------------------------------------------------------------
 
 def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
+    """The pack's dtype policy (pipelines/dtype_policy.py) for the transformer: auto = fp16 on a GPU, fp32 on the
+    CPU (the VQ-GAN stays fp32 whatever is chosen)."""
     if name not in DTYPES:
-        raise AnimeVideoModelError(f"dtype: '{name}' is not one of {', '.join(DTYPES)}.")
-    if name == "auto":
-        return torch.float16 if device.type == "cuda" else torch.float32
-    return {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[name]
+        raise AnimeVideoInputError(f"dtype: '{name}' is not one of {', '.join(DTYPES)}.")
+    return dtype_policy.resolve_dtype(name, device).compute
 
 
 class GANimeModel:

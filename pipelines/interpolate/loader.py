@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import logging
 import os
-from collections import Counter
 
 import torch
 
-from ..checkpoint_io import read_state_dict
-from ..errors import AnimeVideoModelError
+from ..checkpoint_io import empty_weights, read_state_dict, strip_common_prefix
+from .. import dtype_policy, registry
+from ..errors import AnimeVideoInputError, AnimeVideoModelError
 from .animeinterp import UPSAMPLE, AnimeInterp, AnimeInterpConfig
 
 log = logging.getLogger("AnimeVideo")
@@ -28,44 +28,21 @@ EXPECTED_FILE = (
 TOP_LEVEL = ("flownet.", "feat_ext.", "synnet.")
 DTYPES = {"auto": torch.float32, "fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
-# What other common files look like, for a helpful message.
-KNOWN_OTHERS = (
-    (("model.diffusion_model.",), "a Stable Diffusion / SVD checkpoint"),
-    (("first_stage_model.",), "a latent-diffusion checkpoint (VAE inside)"),
-    (("block0.", "block1.", "encode.", "block_tea."), "a RIFE (IFNet) interpolation model"),
-    (("fnet.", "cnet.", "update_block."), "a RAFT optical-flow checkpoint (such as rfr_sintel_latest.pth, "
-                                         "AnimeInterp's training initialisation, not the interpolator)"),
-    (("body.", "conv_first.", "conv_body."), "a Real-ESRGAN / ESRGAN-style upscaler"),
-    (("step_counter", "generator."), "a GAN training checkpoint"),
-)
-
-
-def strip_prefix(sd: dict[str, torch.Tensor], prefix: str = "module.") -> dict[str, torch.Tensor]:
-    if sd and all(k.startswith(prefix) for k in sd):
-        return {k[len(prefix):]: v for k, v in sd.items()}
-    return dict(sd)
-
-
 def is_animeinterp_state_dict(sd: dict) -> bool:
-    keys = strip_prefix(sd).keys()
+    keys = strip_common_prefix(sd).keys()
     return all(any(k.startswith(p) for k in keys) for p in TOP_LEVEL) and \
         "flownet.update_block.gru.convz1.weight" in keys
 
 
 def describe_keys(sd: dict) -> str:
-    """A short account of what a state dict holds, for error messages."""
+    """A short account of what a state dict holds, for error messages: its top-level names and, in the
+    architecture registry's words, what it is."""
     if not sd:
         return "no tensors at all"
-    keys = list(strip_prefix(sd).keys())
-    heads = Counter(k.split(".")[0] for k in keys)
-    top = ", ".join(f"{h}.* ({n})" for h, n in heads.most_common(5))
-    more = f" and {len(heads) - 5} more prefixes" if len(heads) > 5 else ""
-    guess = ""
-    for prefixes, what in KNOWN_OTHERS:
-        if any(k.startswith(p) for k in keys for p in prefixes):
-            guess = f" It looks like {what}."
-            break
-    return f"{len(keys)} tensors with top-level names {top}{more}.{guess}"
+    keys = strip_common_prefix(sd)
+    arch = registry.identify(keys)
+    guess = f" It is {arch.describe()}." if arch is not None else ""
+    return f"{len(keys)} tensors with top-level names {registry.top_level_names(keys)}.{guess}"
 
 
 def _shape(sd, key, dim=None):
@@ -111,16 +88,16 @@ def config_from_state_dict(sd: dict[str, torch.Tensor], iters: int = 12) -> Anim
 
 def model_from_state_dict(sd: dict[str, torch.Tensor], name: str = "checkpoint",
                           dtype: torch.dtype = torch.float32) -> AnimeInterp:
-    sd = strip_prefix(sd)
+    sd = strip_common_prefix(sd)
     if not is_animeinterp_state_dict(sd):
-        raise AnimeVideoModelError(f"'{name}' is not an AnimeInterp checkpoint: it holds {describe_keys(sd)} "
-                                   f"{EXPECTED_FILE}")
+        registry.require(sd, "animeinterp", name=name, expected=EXPECTED_FILE,
+                         detail=f" (it holds {len(sd)} tensors with top-level names {registry.top_level_names(sd)})")
     try:
         cfg = config_from_state_dict(sd)
     except KeyError as e:
         raise AnimeVideoModelError(f"'{name}' looks like AnimeInterp but lacks the tensor {e.args[0]}; the file is "
                                    f"incomplete or from another version. {EXPECTED_FILE}") from None
-    with torch.device("meta"):
+    with empty_weights():
         model = AnimeInterp(cfg)
     expected = model.state_dict()
     missing = [k for k in expected if k not in sd]
@@ -148,8 +125,21 @@ def load_interpolator(path: str, dtype: torch.dtype = torch.float32) -> AnimeInt
     return model_from_state_dict(sd, os.path.basename(path), dtype)
 
 
-def resolve_dtype(name: str) -> torch.dtype:
-    """auto = fp32: the flow refinement keeps float32 coordinates, and the released model is fp32."""
+def resolve_dtype(name: str, device="cpu") -> torch.dtype:
+    """The pack's dtype policy (pipelines/dtype_policy.py) with auto = fp32 everywhere: the flow refinement keeps
+    float32 coordinates, and the released model is fp32."""
     if name not in DTYPES:
-        raise ValueError(name)
-    return DTYPES[name]
+        raise AnimeVideoInputError(f"dtype: '{name}' is not one of {', '.join(DTYPES)}.")
+    return dtype_policy.resolve_dtype(name, device, auto_half=False).compute
+
+
+def _load_entry(source, dtype: torch.dtype = torch.float32, name: str | None = None) -> AnimeInterp:
+    if isinstance(source, str):
+        return load_interpolator(source, dtype)
+    return model_from_state_dict(source, name or "state dict", dtype)
+
+
+ARCHITECTURES = (
+    registry.Architecture("animeinterp", "an AnimeInterp interpolation model", "animeinterp",
+                          registry.keys_only(is_animeinterp_state_dict), _load_entry, takes_state_dict=True),
+)

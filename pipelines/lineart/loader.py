@@ -12,7 +12,8 @@ import os
 
 import torch
 
-from ..checkpoint_io import read_state_dict
+from ..checkpoint_io import read_state_dict, strip_common_prefix
+from .. import registry
 from ..errors import AnimeVideoModelError
 from . import model as gen
 
@@ -25,40 +26,18 @@ EXPECTED = (
 )
 
 
-def _strip_prefix(sd: dict, prefixes=("module.", "netG.", "generator.")) -> dict:
-    for p in prefixes:
-        if sd and all(k.startswith(p) for k in sd):
-            sd = {k[len(p):]: v for k, v in sd.items()}
-    return sd
-
-
 def describe_state_dict(sd: dict) -> str:
-    """A best guess at what a non-generator state dict is, for error messages."""
-    keys = list(sd)
-    if not keys:
-        return "no tensors at all"
-    if any(k.startswith("model.model.") for k in keys):
-        return "a U-Net generator such as the 'lineart_anime' annotator (netG.pth), a different model"
-    if any(k.startswith("model.diffusion_model.") for k in keys):
-        return "a Stable Diffusion / SVD checkpoint"
-    if any(k.startswith("control_model.") or "controlnet" in k for k in keys):
-        return "a ControlNet"
-    if any(k.startswith("recurrent_cell.") for k in keys) or "conv_first.weight" in sd or "body.0.weight" in sd:
-        return "an upscaler"
-    if any(k.startswith(("encoder.down", "decoder.up", "first_stage_model.")) for k in keys):
-        return "a VAE"
-    if any(k.startswith("model0.") for k in keys):
+    """What a non-generator state dict is, for error messages (the architecture registry's words)."""
+    if registry.identify(sd) is None and any(k.startswith("model0.") for k in sd):
         return "an incomplete informative-drawings generator (model0.* without the rest of the layers)"
-    shown = ", ".join(f"'{k}'" for k in keys[:3])
-    return f"an unknown model ({len(keys)} tensors; keys such as {shown})"
+    return registry.describe(sd)
 
 
 def load_state_dict_lineart(sd: dict, name: str, dtype: torch.dtype = torch.float32) -> gen.LineartGenerator:
     """Detect and build from an already read state dict; a wrong file raises :class:`AnimeVideoModelError`."""
-    sd = _strip_prefix(sd)
+    sd = strip_common_prefix(sd)
     if not gen.is_lineart_state_dict(sd):
-        raise AnimeVideoModelError(
-            f"'{name}' is not a lineart generator this node can load: it looks like {describe_state_dict(sd)}. {EXPECTED}")
+        raise AnimeVideoModelError(registry.wrong_file_message(name, describe_state_dict(sd), ("lineart",), EXPECTED))
     try:
         cfg = gen.config_from_state_dict(sd)
     except AnimeVideoModelError as e:
@@ -79,3 +58,18 @@ def load_lineart_model(path: str, dtype: torch.dtype = torch.float32) -> gen.Lin
     """Read ``path`` and build its generator on the CPU."""
     name = os.path.basename(path)
     return load_state_dict_lineart(read_state_dict(path), name, dtype)
+
+
+def _load_entry(source, dtype: torch.dtype = torch.float32, name: str | None = None) -> gen.LineartGenerator:
+    if isinstance(source, str):
+        return load_lineart_model(source, dtype)
+    return load_state_dict_lineart(source, name or "state dict", dtype)
+
+
+ARCHITECTURES = (
+    registry.Architecture("lineart", "an informative-drawings lineart generator (ControlNet's 'lineart' annotator)",
+                          "lineart", registry.keys_only(gen.is_lineart_state_dict), _load_entry,
+                          takes_state_dict=True),
+    registry.Architecture("lineart_anime", "a U-Net generator such as the 'lineart_anime' annotator (netG.pth), a "
+                          "different model", "foreign", registry.any_prefix("model.model.")),
+)

@@ -12,10 +12,11 @@ from dataclasses import dataclass
 
 import torch
 
-from ..checkpoint_io import SAFETENSORS_EXTENSIONS, explain_load_errors, owned_tensors, read_state_dict
+from ..checkpoint_io import empty_weights, is_safetensors, materialize, read_keys, read_state_dict, read_tensors
+from .. import registry
 from ..errors import AnimeVideoModelError
 from ..svd import detect
-from ..svd.loader import SVDModel, _materialize, load_svd
+from ..svd.loader import SVDModel, load_svd
 from . import keymap
 from ..reference_attention.attention import LVCDAttention, install_lvcd_attention
 from .controlnet import SVDControlNet
@@ -60,35 +61,21 @@ class LVCDModel:
 
 def _read_lvcd(path: str, dtype: torch.dtype) -> dict[str, torch.Tensor]:
     name = os.path.basename(path)
-    if path.lower().endswith(SAFETENSORS_EXTENSIONS):
-        from safetensors import safe_open
+    # safetensors: the names are checked from the header before any tensor is read; a pickle is read once and
+    # popped as it is converted (peak memory stays near one copy of the 3 GB fp32 lvcd.ckpt)
+    source = path if is_safetensors(path) else read_state_dict(path)
+    _require_lvcd(read_keys(path) if isinstance(source, str) else list(source), name)
+    return read_tensors(source, select=lambda k: k.startswith((keymap.CONTROL_PREFIX, keymap.UNET_PREFIX)),
+                        dtype_for=lambda k: dtype)
 
-        with explain_load_errors(name, path), safe_open(path, framework="pt") as f:
-            keys = list(f.keys())
-            _require_lvcd(keys, name)
-            return owned_tensors({k: f.get_tensor(k).to(dtype) for k in keys
-                                  if k.startswith((keymap.CONTROL_PREFIX, keymap.UNET_PREFIX))})
-    sd = read_state_dict(path)
-    _require_lvcd(list(sd), name)
-    out = {}
-    for k in list(sd):  # pop as we convert: peak memory stays near one copy of the 3 GB fp32 file
-        v = sd.pop(k)
-        if k.startswith((keymap.CONTROL_PREFIX, keymap.UNET_PREFIX)):
-            out[k] = v.to(dtype)
-    return out
+
+LVCD_EXPECTED = ("The LVCD weights are lvcd.ckpt or lvcd-fp16.safetensors, with control_model.* (the sketch "
+                 "ControlNet) and model.diffusion_model.*attn1* tensors.")
 
 
 def _require_lvcd(keys, name: str):
-    if any(k.startswith(keymap.CONTROL_PREFIX) for k in keys):
-        return
-    what = detect.describe_checkpoint(keys)
-    hint = ""
-    if what.startswith("a Stable Video Diffusion"):
-        hint = " It looks like the SVD base model: give it as the SVD model and lvcd.ckpt as the LVCD weights."
-    raise AnimeVideoModelError(
-        f"'{name}' is not an LVCD checkpoint: detected {what}. The LVCD weights are lvcd.ckpt or "
-        f"lvcd-fp16.safetensors, with control_model.* (the sketch ControlNet) and model.diffusion_model.*attn1* "
-        f"tensors.{hint}")
+    registry.require(keys, "svd_controlnet", name=name, expected=LVCD_EXPECTED, hints={
+        "svd": "It looks like the SVD base model: give it as the SVD model and lvcd.ckpt as the LVCD weights."})
 
 
 def detect_controlnet_config(control_shapes: dict[str, tuple[int, ...]]) -> tuple[dict, int, tuple[int, ...]]:
@@ -134,9 +121,9 @@ def load_lvcd(svd_path: str, lvcd_path: str, dtype: torch.dtype) -> LVCDModel:
     except KeyError as e:
         raise AnimeVideoModelError(f"'{lvcd_name}' has a tensor this LVCD loader does not know: {e}.") from None
     del sd
-    with torch.device("meta"):
+    with empty_weights():
         controlnet = SVDControlNet(cfg, cond_channels, hint_widths)
-    controlnet = _materialize(controlnet, control_sd, "LVCD ControlNet")
+    controlnet = materialize(controlnet, control_sd, "LVCD ControlNet")
     del control_sd
 
     own = dict(unet.named_parameters())
@@ -157,3 +144,17 @@ def load_lvcd(svd_path: str, lvcd_path: str, dtype: torch.dtype) -> LVCDModel:
     return LVCDModel(svd=svd, controlnet=controlnet, unet_attention=install_lvcd_attention(unet),
                      controlnet_attention=install_lvcd_attention(controlnet), dtype=dtype,
                      svd_source=svd_path, lvcd_source=lvcd_path)
+
+
+def is_lvcd_state_dict(keys) -> bool:
+    return any(k.startswith(keymap.CONTROL_PREFIX) for k in keys)
+
+
+def _load_entry(source: str, svd_path: str, dtype: torch.dtype = torch.float32) -> LVCDModel:
+    return load_lvcd(svd_path, source, dtype)
+
+
+ARCHITECTURES = (
+    registry.Architecture("lvcd", "an LVCD ControlNet checkpoint (it needs the SVD base model as well)",
+                          "svd_controlnet", registry.keys_only(is_lvcd_state_dict), _load_entry),
+)

@@ -27,6 +27,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..checkpoint_io import empty_weights
 from ..errors import AnimeVideoModelError
 
 BN_EPS = 1e-3
@@ -207,7 +208,7 @@ def build_from_state_dict(sd: dict, eps: float = BN_EPS) -> InceptionI3d:
     """Build and load (strictly: every tensor must be present with the right shape)."""
     d = divisor_from_state_dict(sd)
     classes = int(sd["logits.conv3d.weight"].shape[0])
-    with torch.device("meta"):
+    with empty_weights():
         model = InceptionI3d(classes, d, eps)
     sd = {k: v for k, v in sd.items() if not k.endswith("num_batches_tracked")}
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items() if not k.endswith("num_batches_tracked")}

@@ -19,6 +19,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..checkpoint_io import empty_weights
 from ..errors import AnimeVideoModelError
 from .i3d import check_keys
 
@@ -196,7 +197,7 @@ def divisor_from_state_dict(sd: dict) -> int:
 def build_from_state_dict(sd: dict) -> FIDInceptionV3:
     d = divisor_from_state_dict(sd)
     classes = int(sd["fc.weight"].shape[0]) if "fc.weight" in sd else 1008
-    with torch.device("meta"):
+    with empty_weights():
         model = FIDInceptionV3(d, classes)
     sd = {k: v for k, v in sd.items() if not k.endswith("num_batches_tracked") and not k.startswith("AuxLogits.")}
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items() if not k.endswith("num_batches_tracked")}

@@ -10,7 +10,8 @@ import os
 
 import torch
 
-from ..checkpoint_io import read_state_dict
+from ..checkpoint_io import read_state_dict, strip_common_prefix
+from .. import registry
 from ..errors import AnimeVideoModelError
 from . import i3d as i3d_net
 from . import inception as inception_net
@@ -42,29 +43,24 @@ WHERE = {
 
 
 def describe_state_dict(sd: dict) -> str:
-    if i3d_net.is_i3d_state_dict(sd):
-        return "an I3D network (FVD)"
-    if inception_net.is_inception_state_dict(sd):
-        return "an Inception-v3 network (FID)"
-    if lpips_net.is_heads_state_dict(sd):
-        return "LPIPS heads"
-    if "features.0.weight" in sd:
-        return "a torchvision AlexNet/VGG-style backbone"
-    keys = list(sd)[:3]
-    return f"an unknown model ({len(sd)} tensors; keys such as {', '.join(repr(k) for k in keys)})" if sd else \
-        "no tensors at all"
+    """What a state dict is, for error messages (the architecture registry's words)."""
+    return registry.describe(sd)
+
+
+def is_torchvision_features(sd) -> bool:
+    return "features.0.weight" in sd
 
 
 def _read(path: str) -> dict[str, torch.Tensor]:
-    sd = read_state_dict(path)
-    for prefix in ("module.",):
-        if sd and all(k.startswith(prefix) for k in sd):
-            sd = {k[len(prefix):]: v for k, v in sd.items()}
-    return sd
+    return strip_common_prefix(read_state_dict(path))
+
+
+_KINDS = {"i3d": "i3d", "inception": "inception_fid", "lpips": "lpips_heads"}
 
 
 def _wrong(name: str, sd: dict, kind: str) -> AnimeVideoModelError:
-    return AnimeVideoModelError(f"'{name}' is {describe_state_dict(sd)}, not what this input needs. {WHERE[kind]}")
+    return AnimeVideoModelError(registry.wrong_file_message(name, describe_state_dict(sd), (_KINDS[kind],),
+                                                            WHERE[kind]))
 
 
 def _build(path: str, kind: str, is_kind, build):
@@ -106,3 +102,30 @@ def load_lpips(backbone_path: str, heads_path: str) -> lpips_net.LPIPS:
         raise AnimeVideoModelError(f"LPIPS from '{bname}' and '{hname}': {e}. {WHERE['lpips']}") from None
     model.source = f"{bname} + {hname}"
     return model
+
+
+def _entry_loader(load, build):
+    def run(source, name: str | None = None, **options):
+        if isinstance(source, str):
+            return load(source, **options)
+        try:
+            model = build(strip_common_prefix(source))
+        except AnimeVideoModelError as e:
+            raise AnimeVideoModelError(f"'{name or 'the state dict'}': {e}.") from None
+        model.source = name
+        return model
+    return run
+
+
+ARCHITECTURES = (
+    registry.Architecture("i3d", "an I3D network (FVD)", "i3d", registry.keys_only(i3d_net.is_i3d_state_dict),
+                          _entry_loader(load_i3d, lambda sd: i3d_net.build_from_state_dict(sd).fuse_batch_norms()),
+                          takes_state_dict=True),
+    registry.Architecture("inception_fid", "an Inception-v3 network (FID)", "inception_fid",
+                          registry.keys_only(inception_net.is_inception_state_dict),
+                          _entry_loader(load_inception, inception_net.build_from_state_dict), takes_state_dict=True),
+    registry.Architecture("lpips_heads", "LPIPS heads", "lpips_heads", registry.keys_only(lpips_net.is_heads_state_dict)),
+    registry.Architecture("lpips_backbone", "a torchvision AlexNet/VGG-style backbone", "lpips_backbone",
+                          registry.keys_only(is_torchvision_features), lambda source: lpips_net.build_backbone(
+                              strip_common_prefix(read_state_dict(source) if isinstance(source, str) else source))),
+)

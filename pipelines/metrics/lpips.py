@@ -25,6 +25,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..checkpoint_io import empty_weights
 from ..errors import AnimeVideoModelError
 from .i3d import check_keys
 
@@ -139,7 +140,7 @@ def build_backbone(sd: dict) -> Backbone:
     for i in spec.convs:
         w = sd[f"features.{i}.weight"]
         widths[i] = (int(w.shape[0]), int(w.shape[1]), int(w.shape[-1]))
-    with torch.device("meta"):
+    with empty_weights():
         backbone = Backbone(spec, widths)
     present = {k: v for k, v in sd.items()
                if k.startswith("features.") and int(k.split(".")[1]) <= spec.taps[-1]}
@@ -152,7 +153,7 @@ def build_backbone(sd: dict) -> Backbone:
 def build_lpips(backbone_sd: dict, heads_sd: dict) -> LPIPS:
     """From the two released state dicts; the heads must fit the backbone's tap widths."""
     backbone = build_backbone(backbone_sd)
-    with torch.device("meta"):
+    with empty_weights():
         model = LPIPS(backbone)
     heads = {}
     for i, c in enumerate(backbone.tap_widths()):

@@ -18,46 +18,60 @@ SGM_VAE_LAYERS = 2  # res blocks per encoder level in SVD's VAE (num_res_blocks)
 OPENCLIP_VIT_H_HEAD_WIDTH = 80
 
 
+def _strip(keys, prefix: str) -> set[str]:
+    return {k[len(prefix):] if k.startswith(prefix) else k for k in keys}
+
+
+def is_sgm_unet(keys) -> bool:
+    """An sgm-layout UNet (``model.diffusion_model.``-prefixed or bare) with SVD's temporal layers."""
+    ks = _strip(keys, UNET_PREFIX)
+    return "input_blocks.0.0.weight" in ks and any(".time_stack." in k for k in ks)
+
+
+def is_svd_bundle(keys) -> bool:
+    """svd.safetensors and its kin: the temporal UNet and the VAE in one sgm file (the image encoder is checked
+    when loading, to say it is missing)."""
+    return any(k.startswith(UNET_PREFIX) for k in keys) and is_sgm_unet(keys) and \
+        any(k.startswith(VAE_PREFIX) for k in keys)
+
+
+def is_svd_unet(keys) -> bool:
+    return is_sgm_unet(keys) and not any(k.startswith(VAE_PREFIX) for k in keys)
+
+
+def is_svd_vae(keys) -> bool:
+    """SVD's temporal VAE (sgm names, with or without ``first_stage_model.``): a 2D encoder, a decoder with
+    time_stack / time_mix layers."""
+    ks = _strip(keys, VAE_PREFIX)
+    return "encoder.conv_in.weight" in ks and "decoder.conv_out.weight" in ks and \
+        any(k.startswith("decoder.") and (".time_stack." in k or "time_mix" in k) for k in ks)
+
+
+def is_svd_image_encoder(keys) -> bool:
+    """OpenCLIP's ViT visual tower as SVD stores it (``conditioner.embedders.0.open_clip.model.visual.``)."""
+    ks = _strip(keys, CLIP_PREFIX)
+    return {"class_embedding", "conv1.weight", "positional_embedding", "proj"} <= ks and \
+        any(k.startswith("transformer.resblocks.0.") for k in ks)
+
+
 def describe_checkpoint(keys: Sequence[str]) -> str:
-    """A human description of what a state dict holds, for error messages."""
-    ks = set(keys)
-    has = lambda pat: any(re.search(pat, k) for k in ks)  # noqa: E731
-    if any(k.startswith("control_model.") for k in ks):
-        return "an LVCD ControlNet checkpoint (it needs the SVD base model as well)"
-    if has(r"^(model\.diffusion_model\.)?head\.modulation$"):  # before the sgm prefix test: Comfy-style Wan files
-        return "a Wan/AniSora video transformer (load it with AnimeVideo Load AniSora)"
-    if "decoder.middle.0.residual.0.gamma" in ks:
-        return "a Wan2.1 VAE (AnimeVideo Load AniSora's vae_name)"
-    if has(r"^model\.diffusion_model\.") or has(r"^input_blocks\.0\.0\.weight$"):
-        if has(r"\.time_stack\."):
-            if not has(r"^" + re.escape(VAE_PREFIX)):
-                return "an SVD UNet without its VAE and image encoder"
-            return "a Stable Video Diffusion checkpoint"
-        if has(r"^conditioner\.embedders\.1\."):
-            return "a Stable Diffusion XL image checkpoint (no temporal layers)"
-        return "a Stable Diffusion image checkpoint (no temporal layers)"
-    if has(r"^(model\.diffusion_model\.)?blocks\.0\.self_attn\.q\.weight$") and has(r"patch_embedding"):
-        return "a Wan/AniSora video transformer"
-    if has(r"^down_blocks\.0\.") and has(r"^conv_in\."):
-        return "a single diffusers component file (put the whole diffusers folder into models/diffusers)"
-    if has(r"^(body\.|conv_first\.|model\.0\.weight)"):
-        return "an image upscaler (ESRGAN family)"
-    if has(r"^transformer\.h\.0\.") or has(r"^h\.0\.attn"):
-        return "a GPT-2 language model"
-    sample = ", ".join(sorted(ks)[:3])
-    return f"an unrecognised model (first keys: {sample})"
+    """A human description of what a state dict holds, for error messages (the architecture registry's)."""
+    from .. import registry
+
+    return registry.describe(list(keys))
 
 
-def require_svd(keys: Sequence[str], file_name: str):
-    ks = list(keys)
-    what = describe_checkpoint(ks)
-    if what != "a Stable Video Diffusion checkpoint":
-        raise AnimeVideoModelError(
-            f"'{file_name}' is not a Stable Video Diffusion checkpoint: detected {what}. "
-            "The SVD loader needs an sgm single file with model.diffusion_model.*, first_stage_model.* and "
-            "conditioner.embedders.0.open_clip.model.visual.* (svd.safetensors, svd_xt.safetensors, "
-            "svd_xt_1_1.safetensors or an anime fine-tune saved the same way)."
-        )
+SVD_EXPECTED = (
+    "The SVD loader needs an sgm single file with model.diffusion_model.*, first_stage_model.* and "
+    "conditioner.embedders.0.open_clip.model.visual.* (svd.safetensors, svd_xt.safetensors, "
+    "svd_xt_1_1.safetensors or an anime fine-tune saved the same way).")
+
+
+def require_svd(keys_or_shapes, file_name: str):
+    from .. import registry
+
+    ks = list(keys_or_shapes)
+    registry.require(keys_or_shapes, "svd", name=file_name, expected=SVD_EXPECTED)
     if not any(k.startswith(CLIP_PREFIX) for k in ks):
         raise AnimeVideoModelError(
             f"'{file_name}' has the SVD UNet and VAE but no image encoder "

@@ -13,9 +13,12 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..checkpoint_io import (SAFETENSORS_EXTENSIONS, explain_load_errors, own_module_tensors, owned_tensors,
-                             read_state_dict)
+from .. import dtype_policy
+from ..checkpoint_io import (empty_weights, is_safetensors, materialize, own_module_tensors, read_shapes,
+                             read_state_dict, take_prefix)
 from ..errors import AnimeVideoModelError
+from .. import registry
+from ..registry import Architecture, keys_only
 from . import detect, keymap
 
 VAE_SCALING_FACTOR = 0.18215
@@ -57,14 +60,10 @@ class SVDModel:
         return self
 
 
-def resolve_dtype(name: str, device: torch.device | str) -> torch.dtype:
-    device = torch.device(device)
-    if name in (None, "", "auto"):
-        return torch.float16 if device.type in ("cuda", "mps", "xpu") else torch.float32
-    table = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-    if name not in table:
-        raise AnimeVideoModelError(f"dtype: '{name}' is not one of auto, fp32, fp16, bf16.")
-    return table[name]
+def resolve_dtype(name: str, device: torch.device | str, file_dtype: torch.dtype | None = None) -> torch.dtype:
+    """The pack's dtype policy for the SVD UNet (pipelines/dtype_policy.py): auto = fp16 on a GPU (or the file's
+    half type), fp32 on the CPU; ComfyUI's --*-unet flags apply."""
+    return dtype_policy.resolve_dtype(name, device, file_dtype=file_dtype, role="diffusion").compute
 
 
 def vae_dtype_for(dtype: torch.dtype) -> torch.dtype:
@@ -76,83 +75,35 @@ def vae_dtype_for(dtype: torch.dtype) -> torch.dtype:
 # sgm single file
 # ---------------------------------------------------------------------------------------------
 
-def _read_shapes(path: str) -> dict[str, tuple[int, ...]]:
-    if path.lower().endswith(SAFETENSORS_EXTENSIONS):
-        from safetensors import safe_open
-
-        with explain_load_errors(os.path.basename(path), path), safe_open(path, framework="pt") as f:
-            return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
-    return {k: tuple(v.shape) for k, v in read_state_dict(path).items()}
-
-
-class _TensorSource:
-    """Reads tensors one prefix at a time so peak RAM stays near one component, not the whole file."""
-
-    def __init__(self, path: str):
-        self.path = path
-        self._sd = None if path.lower().endswith(SAFETENSORS_EXTENSIONS) else read_state_dict(path)
-
-    def take(self, prefix: str, dtype: torch.dtype) -> dict[str, torch.Tensor]:
-        out = {}
-        if self._sd is not None:
-            for k in [k for k in self._sd if k.startswith(prefix)]:
-                out[k[len(prefix):]] = self._sd.pop(k).to(dtype)
-            return out
-        from safetensors import safe_open
-
-        with explain_load_errors(os.path.basename(self.path), self.path), safe_open(self.path, framework="pt") as f:
-            for k in f.keys():
-                if k.startswith(prefix):
-                    out[k[len(prefix):]] = f.get_tensor(k).to(dtype)
-        return owned_tensors(out)
-
-
-def _materialize(model: torch.nn.Module, sd: dict[str, torch.Tensor], what: str) -> torch.nn.Module:
-    missing, unexpected = model.load_state_dict(sd, strict=False, assign=True)
-    missing = [k for k in missing if not k.endswith("position_ids")]
-    if missing or unexpected:
-        raise AnimeVideoModelError(
-            f"The {what} weights do not fit the detected architecture: "
-            f"{len(missing)} missing (e.g. {missing[:3]}), {len(unexpected)} unexpected (e.g. {unexpected[:3]})."
-        )
-    for name, buf in list(model.named_buffers()):
-        if buf.is_meta:
-            if name.endswith("position_ids"):  # a non-persistent index buffer in transformers' CLIP
-                owner = model.get_submodule(name.rsplit(".", 1)[0])
-                owner.register_buffer("position_ids", torch.arange(buf.shape[-1]).expand(buf.shape), persistent=False)
-            else:
-                raise AnimeVideoModelError(f"The {what} has no value for buffer {name}.")
-    return model.eval().requires_grad_(False)
-
-
 def load_sgm_single_file(path: str, dtype: torch.dtype) -> SVDModel:
     from diffusers import AutoencoderKLTemporalDecoder, UNetSpatioTemporalConditionModel
     from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
 
     name = os.path.basename(path)
-    shapes = _read_shapes(path)
-    detect.require_svd(list(shapes), name)
+    shapes = read_shapes(path)
+    detect.require_svd(shapes, name)
     unet_shapes, vae_shapes, clip_shapes = detect.split_prefixes(shapes)
     unet_cfg = detect.detect_unet_config(unet_shapes)
     vae_cfg = detect.detect_vae_config(vae_shapes)
     clip_cfg = detect.detect_clip_config(clip_shapes)
 
-    src = _TensorSource(path)
-    with torch.device("meta"):
+    # a pickle is read once and its parts taken one by one; safetensors one tensor at a time
+    src = path if is_safetensors(path) else read_state_dict(path)
+    with empty_weights():
         unet = UNetSpatioTemporalConditionModel(**unet_cfg)
         vae = AutoencoderKLTemporalDecoder(**vae_cfg)
         clip = CLIPVisionModelWithProjection(CLIPVisionConfig(**clip_cfg))
 
     lpb = unet_cfg["layers_per_block"]
-    unet_sd = {keymap.unet_key_to_diffusers(k, lpb): v for k, v in src.take(keymap.UNET_PREFIX, dtype).items()}
-    unet = _materialize(unet, unet_sd, "UNet")
+    unet_sd = {keymap.unet_key_to_diffusers(k, lpb): v for k, v in take_prefix(src, keymap.UNET_PREFIX, dtype).items()}
+    unet = materialize(unet, unet_sd, "UNet")
     del unet_sd
     vae_sd = keymap.vae_state_dict_to_diffusers(
-        src.take(keymap.VAE_PREFIX, vae_dtype_for(dtype)), len(vae_cfg["block_out_channels"])
+        take_prefix(src, keymap.VAE_PREFIX, vae_dtype_for(dtype)), len(vae_cfg["block_out_channels"])
     )
-    vae = _materialize(vae, vae_sd, "VAE")
-    clip_sd = keymap.clip_state_dict_to_transformers(src.take(keymap.CLIP_PREFIX, dtype))
-    clip = _materialize(clip, clip_sd, "image encoder")
+    vae = materialize(vae, vae_sd, "VAE")
+    clip_sd = keymap.clip_state_dict_to_transformers(take_prefix(src, keymap.CLIP_PREFIX, dtype))
+    clip = materialize(clip, clip_sd, "image encoder")
     return SVDModel(unet=unet, vae=vae, image_encoder=clip, dtype=dtype, source=path, layout="sgm")
 
 
@@ -181,6 +132,8 @@ def load_diffusers_folder(path: str, dtype: torch.dtype) -> SVDModel:
     from transformers import CLIPVisionModelWithProjection
 
     if not is_diffusers_svd_folder(path):
+        if registry.identify(path) is not None:  # another model's folder: say which
+            registry.require(path, "svd", expected=detect.SVD_EXPECTED)
         present = sorted(os.listdir(path)) if os.path.isdir(path) else []
         raise AnimeVideoModelError(
             f"'{os.path.basename(path)}' is not an SVD diffusers folder: it needs unet/, vae/ and image_encoder/ "
@@ -231,3 +184,65 @@ def load_svd(path: str, dtype: torch.dtype) -> SVDModel:
     model = load_diffusers_folder(path, dtype) if os.path.isdir(path) else load_sgm_single_file(path, dtype)
     match_sgm_norm_eps(model.unet)
     return model
+
+
+# ---------------------------------------------------------------------------------------------
+# The parts alone (for the architecture registry): built from their shapes like the whole file
+# ---------------------------------------------------------------------------------------------
+
+def _part(source, prefix: str, dtype: torch.dtype) -> dict[str, torch.Tensor]:
+    """The part's tensors, ``prefix`` stripped when present (a part saved alone has bare sgm names)."""
+    sd = read_state_dict(source) if isinstance(source, str) else dict(source)
+    return {k[len(prefix):] if k.startswith(prefix) else k: v.to(dtype) for k, v in sd.items()}
+
+
+def load_unet(source, dtype: torch.dtype = torch.float32) -> torch.nn.Module:
+    """An SVD UNet alone (sgm names): diffusers' ``UNetSpatioTemporalConditionModel`` sized from the shapes."""
+    from diffusers import UNetSpatioTemporalConditionModel
+
+    sd = _part(source, keymap.UNET_PREFIX, dtype)
+    cfg = detect.detect_unet_config({k: tuple(v.shape) for k, v in sd.items()})
+    with empty_weights():
+        unet = UNetSpatioTemporalConditionModel(**cfg)
+    unet = materialize(unet, {keymap.unet_key_to_diffusers(k, cfg["layers_per_block"]): v for k, v in sd.items()},
+                       "UNet")
+    match_sgm_norm_eps(unet)
+    return unet
+
+
+def load_vae(source, dtype: torch.dtype = torch.float32) -> torch.nn.Module:
+    """SVD's temporal VAE alone (sgm names): ``AutoencoderKLTemporalDecoder`` sized from the shapes."""
+    from diffusers import AutoencoderKLTemporalDecoder
+
+    sd = _part(source, keymap.VAE_PREFIX, dtype)
+    cfg = detect.detect_vae_config({k: tuple(v.shape) for k, v in sd.items()})
+    with empty_weights():
+        vae = AutoencoderKLTemporalDecoder(**cfg)
+    return materialize(vae, keymap.vae_state_dict_to_diffusers(sd, len(cfg["block_out_channels"])), "VAE")
+
+
+def load_image_encoder(source, dtype: torch.dtype = torch.float32) -> torch.nn.Module:
+    """SVD's OpenCLIP ViT-H image encoder alone: transformers' ``CLIPVisionModelWithProjection``."""
+    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    sd = _part(source, keymap.CLIP_PREFIX, dtype)
+    cfg = detect.detect_clip_config({k: tuple(v.shape) for k, v in sd.items()})
+    with empty_weights():
+        clip = CLIPVisionModelWithProjection(CLIPVisionConfig(**cfg))
+    return materialize(clip, keymap.clip_state_dict_to_transformers(sd), "image encoder")
+
+
+def _load_whole(source, dtype: torch.dtype = torch.float32) -> SVDModel:
+    return load_svd(source, dtype)
+
+
+ARCHITECTURES = (
+    Architecture("svd", "a Stable Video Diffusion checkpoint", "svd", keys_only(detect.is_svd_bundle), _load_whole,
+                 detect_folder=is_diffusers_svd_folder),
+    Architecture("svd_unet", "an SVD UNet without its VAE and image encoder", "svd_unet",
+                 keys_only(detect.is_svd_unet), load_unet),
+    Architecture("svd_vae", "an SVD VAE (sgm layout, temporal decoder)", "svd_vae", keys_only(detect.is_svd_vae),
+                 load_vae),
+    Architecture("svd_image_encoder", "an SVD image encoder (OpenCLIP ViT-H visual tower)", "svd_image_encoder",
+                 keys_only(detect.is_svd_image_encoder), load_image_encoder),
+)

@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..checkpoint_io import empty_weights
 from ..errors import AnimeVideoModelError
 
 KEY_PREFIX = "recurrent_cell."
@@ -196,7 +197,7 @@ def config_from_state_dict(state_dict) -> AnimeSRConfig:
 
 def build_from_state_dict(state_dict, dtype: torch.dtype = torch.float32) -> MSRSWVSR:
     cfg = config_from_state_dict(state_dict)
-    with torch.device("meta"):
+    with empty_weights():
         model = MSRSWVSR(cfg.num_feat, cfg.num_block, cfg.netscale)
     try:
         model.load_state_dict(state_dict, strict=True, assign=True)

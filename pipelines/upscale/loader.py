@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .. import dependencies
-from ..checkpoint_io import read_state_dict
+from .. import dependencies, dtype_policy, registry
+from ..checkpoint_io import read_state_dict, strip_common_prefix
 from ..errors import AnimeVideoInputError, AnimeVideoModelError
 from . import animesr
 
@@ -34,6 +34,7 @@ EXPECTED_UPSCALERS = (
 
 KIND_ANIMESR = "animesr"
 KIND_SPANDREL = "spandrel"
+UPSCALER_KINDS = ("animesr", "upscaler")  # registry kinds this loader takes
 
 
 @dataclass(eq=False)
@@ -79,73 +80,37 @@ class Upscaler:
 
 
 def resolve_dtype(name: str, device, supports_half: bool = True, supports_bf16: bool = True) -> torch.dtype:
-    """auto: fp16 on a GPU (bf16 where the model lacks fp16 support, else fp32), fp32 on the CPU.
-
-    fp16/bf16 asked for on a CPU device run in fp32: half-precision convolutions on a CPU are slower than fp32
-    and are not what the models were checked with.
-    """
-    device = torch.device(device)
+    """The pack's dtype policy (pipelines/dtype_policy.py) for an upscaler: auto = fp16 on a GPU (bf16 where the
+    model lacks fp16 support, else fp32), fp32 on the CPU. fp16/bf16 asked for on a CPU device run in fp32:
+    half-precision convolutions on a CPU are slower than fp32 and are not what the models were checked with."""
     if name not in (None, "") and name not in DTYPES:
         raise AnimeVideoInputError(f"dtype: '{name}' is not one of {', '.join(DTYPES)}.")
-    gpu = device.type in ("cuda", "mps", "xpu")
-    if name in (None, "", "auto"):
-        if not gpu:
-            return torch.float32
-        return torch.float16 if supports_half else torch.bfloat16 if supports_bf16 else torch.float32
-    dtype = _DTYPE_TABLE[name]
-    if dtype != torch.float32 and not gpu:
-        log.info("AnimeVideo upscaler: dtype %s on %s runs in fp32", name, device)
-        return torch.float32
-    if (dtype == torch.float16 and not supports_half) or (dtype == torch.bfloat16 and not supports_bf16):
-        raise AnimeVideoInputError(f"dtype: this model does not support {name}; use auto or fp32.")
-    return dtype
-
-
-def _strip_prefix(sd: dict, prefixes=("module.", "netG.")) -> dict:
-    for p in prefixes:
-        if sd and all(k.startswith(p) for k in sd):
-            sd = {k[len(p):]: v for k, v in sd.items()}
-    return sd
+    choice = dtype_policy.resolve_dtype(name, device, supports_half=supports_half, supports_bf16=supports_bf16,
+                                        half_on_cpu=False)
+    if name not in (None, "", "auto") and choice.compute != _DTYPE_TABLE[name]:
+        log.info("AnimeVideo upscaler: %s", choice.reason)
+    return choice.compute
 
 
 def describe_state_dict(sd: dict) -> str:
-    """A best guess at what a non-upscaler state dict is, for error messages."""
-    keys = list(sd.keys())
-    if not keys:
-        return "no tensors at all"
-
-    def any_has(*parts):
-        return any(all(p in k for p in parts) for k in keys)
-
-    if any(k.startswith("model.diffusion_model.") for k in keys):
-        if any_has("time_stack") or any_has("time_mixer"):
-            return "a Stable Video Diffusion (SVD) checkpoint (model.diffusion_model.* with temporal layers)"
-        return "a Stable Diffusion checkpoint (model.diffusion_model.*)"
-    if any(k.startswith("control_model.") for k in keys) or any_has("controlnet"):
-        return "a ControlNet"
-    if any_has("lora_") or any_has(".lora."):
-        return "a LoRA"
-    if any(k.startswith(("down_blocks.", "mid_block.")) for k in keys) and any_has("time_emb"):
-        return "a diffusers UNet"
-    if any(k.startswith(("encoder.down", "first_stage_model.", "decoder.up")) for k in keys):
-        return "a VAE"
-    if any_has("vision_model.") or any_has("text_model.") or any_has("visual.transformer"):
-        return "a CLIP model"
-    if any(k.startswith("recurrent_cell.") for k in keys):
+    """What a non-upscaler state dict is, for error messages (the architecture registry's words)."""
+    arch = registry.identify(sd)
+    if arch is None and any(k.startswith("recurrent_cell.") for k in sd):
         return "an incomplete AnimeSR state dict (recurrent_cell.* without its first or last conv)"
-    shown = ", ".join(f"'{k}'" for k in keys[:3])
-    return f"an unknown model ({len(keys)} tensors; keys such as {shown})"
+    return registry.describe(sd)
 
 
 def not_an_upscaler_message(name: str, sd: dict, detail: str = "") -> str:
-    return (f"'{name}' is not an upscaler this node can load: it looks like {describe_state_dict(sd)}"
-            f"{detail}. {EXPECTED_UPSCALERS}")
+    return registry.wrong_file_message(name, describe_state_dict(sd), UPSCALER_KINDS, EXPECTED_UPSCALERS, detail)
 
 
 def load_state_dict_upscaler(sd: dict, name: str, dtype_name: str = "auto", device="cpu") -> Upscaler:
     """Detect and build from an already read state dict (see :func:`load_upscaler`)."""
-    sd = _strip_prefix(sd)
-    if animesr.is_animesr_state_dict(sd):
+    sd = strip_common_prefix(sd)
+    arch = registry.identify(sd)
+    if arch is not None and arch.kind not in (*UPSCALER_KINDS, "foreign"):  # another of the pack's models
+        raise AnimeVideoModelError(not_an_upscaler_message(name, sd))
+    if arch is not None and arch.kind == KIND_ANIMESR:
         dtype = resolve_dtype(dtype_name, device)
         model = animesr.build_from_state_dict(sd, dtype)
         cfg = model.config
@@ -189,3 +154,15 @@ def load_upscaler(path: str, dtype_name: str = "auto", device="cpu") -> Upscaler
     name = os.path.basename(path)
     sd = read_state_dict(path)
     return load_state_dict_upscaler(sd, name, dtype_name, device)
+
+
+def _load_entry(source, dtype_name: str = "auto", device="cpu", name: str | None = None) -> Upscaler:
+    if isinstance(source, str):
+        return load_upscaler(source, dtype_name, device)
+    return load_state_dict_upscaler(source, name or "state dict", dtype_name, device)
+
+
+ARCHITECTURES = (
+    registry.Architecture("animesr", "an AnimeSR model (recurrent video upscaler)", KIND_ANIMESR,
+                          registry.keys_only(animesr.is_animesr_state_dict), _load_entry, takes_state_dict=True),
+)

@@ -11,7 +11,7 @@ import os
 
 import torch
 
-from ...anisora import cogvideox
+from .loader import DEFAULT_SCHEDULER_CONFIG
 
 # The name of the community diffusers copy of AniSora V1 (Disty0/Index-anisora-5B-diffusers), so the shipped
 # V1 workflow runs unchanged on the tiny folder.
@@ -45,7 +45,7 @@ TINY_VAE = dict(
 )
 # CogVideoX-5b-I2V's scheduler (diffusers layout), which AniSora V1 shares.
 # The folder layout diffusers writes: the class name plus the released config.
-SCHEDULER_CONFIG = {"_class_name": "CogVideoXDPMScheduler", **cogvideox.DEFAULT_SCHEDULER_CONFIG, "trained_betas": None}
+SCHEDULER_CONFIG = {"_class_name": "CogVideoXDPMScheduler", **DEFAULT_SCHEDULER_CONFIG, "trained_betas": None}
 MODEL_INDEX = {
     "_class_name": "CogVideoXImageToVideoPipeline",
     "scheduler": ["diffusers", "CogVideoXDPMScheduler"],
