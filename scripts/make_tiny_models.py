@@ -78,6 +78,7 @@ def writers():
     from animevideo.pipelines.lineart import tiny as lineart_tiny
     from animevideo.pipelines.lvcd import tiny as lvcd_tiny
     from animevideo.pipelines.metrics import tiny as metrics_tiny
+    from animevideo.pipelines.streaming_t2v import tiny as streaming_t2v_tiny
     from animevideo.pipelines.upscale import tiny as upscale_tiny
 
     return [
@@ -90,6 +91,7 @@ def writers():
         (list(anisora_tiny.TINY_FILES), anisora_tiny.write_tiny_anisora),
         (list(cogvideox_tiny.TINY_FILES), cogvideox_tiny.write_tiny_cogvideox),
         (list(metrics_tiny.TINY_FILES), metrics_tiny.write_tiny_metrics),
+        (list(streaming_t2v_tiny.TINY_FILES), streaming_t2v_tiny.write_tiny_models),
     ]
 
 
