@@ -131,7 +131,7 @@ def detect_text_config(shapes: Shapes) -> dict:
                 num_attention_heads=hidden // TEXT_HEAD_DIM,
                 max_position_embeddings=shapes["text_model.embeddings.position_embedding.weight"][0],
                 hidden_act="gelu", layer_norm_eps=1e-5, projection_dim=hidden,
-                bos_token_id=49406, eos_token_id=49407, pad_token_id=1)
+                bos_token_id=vocab - 2, eos_token_id=vocab - 1, pad_token_id=0)  # CLIP: the two specials last, '!' = 0
 
 
 TEXT_MODEL = "text_model."  # transformers 4.x CLIPTextModel (the release's) nests everything under text_model.
