@@ -508,7 +508,9 @@ MULTI_SEGMENT = {
 }
 # Workflows whose model needs another frame count than SMALL's 3 to sample a real clip: AniSora V1 takes 8k+1
 # frames (3 would snap to 1), 9 = the tiny V1's trained 3 latent frames.
-MORE_FRAMES = {"anisora_v1_image_to_video": {"num_frames": 9}}
+MORE_FRAMES = {"anisora_v1_image_to_video": {"num_frames": 9},
+               # StreamingT2V conditions on 8 frames; 8 SVD frames at 32x32 + one chunk of 8 new frames
+               "anime_pipeline_paper": {"num_frames": 8, "size": 32, "target_frames": 16}}
 
 
 # Workflows whose clip size SMALL does not set: they load the 12-frame 256x144 example clip (drawn on twos).
@@ -517,6 +519,7 @@ EXPECTED_VIDEO = {
     "animesr_upscale": {"frames": 12, "width": 1024, "height": 576},
     "realesrgan_anime_upscale": {"frames": 12, "width": 1024, "height": 576},
     "svd_refine_interpolate_upscale": {"frames": 6, "width": 256, "height": 256},  # 3 SVD frames, x2, x4
+    "anime_pipeline_paper": {"frames": 32, "width": 128, "height": 128},  # 8 SVD + 8 StreamingT2V at 32x32, x2, x4
     "ganime_inbetween": {"frames": 3, "width": 512, "height": 256},  # 64x128 model frames, x4
     "lvcd_colorize_lineart": {"frames": 12, "width": 64, "height": 64},  # one output per lineart frame
     "lvcd_colorize_from_frames": {"frames": 12, "width": 64, "height": 64},
