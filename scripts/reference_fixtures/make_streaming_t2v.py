@@ -120,9 +120,91 @@ def read_tsv(path: str, strip: str = "") -> dict[str, tuple]:
 
 
 def write_keys(keys: dict, path: str):
-    with gzip.open(path, "wt") as f:
-        for k in sorted(keys):
-            f.write(f"{k}\t{','.join(str(s) for s in keys[k])}\n")
+    text = "".join(f"{k}\t{','.join(str(s) for s in keys[k])}\n" for k in sorted(keys))
+    with open(path, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0, filename="") as f:
+        f.write(text.encode())  # no timestamp or name inside: the same keys give the same bytes
+
+
+# Tiny widths with the release's rules. The cross-attention width stays 1024: the original hard-codes it in the APM
+# (attention_processor.py: LayerNorm(1024), 93 -> 77 tokens; image_embedder.py: 1024 -> 1280 -> 16 x 1024).
+TINY_UNET = dict(sample_size=4, in_channels=4, out_channels=4, down_block_types=("CrossAttnDownBlock3D", "DownBlock3D"),
+                 up_block_types=("UpBlock3D", "CrossAttnUpBlock3D"), block_out_channels=(64, 64), layers_per_block=2,
+                 cross_attention_dim=1024, attention_head_dim=16, norm_num_groups=32)
+TINY_COND_CHANNELS = [8, 16, 16, 32]
+LATENT_HW = 4
+TIMESTEP = 421
+
+
+def sdpa_xformers():
+    """``xformers.ops.memory_efficient_attention`` on [B*heads, L, d] tensors, in plain PyTorch."""
+    def memory_efficient_attention(query, key, value, attn_bias=None, op=None, scale=None):
+        logits = query @ key.transpose(-1, -2) * (query.shape[-1] ** -0.5 if scale is None else scale)
+        if attn_bias is not None:
+            logits = logits + attn_bias
+        return logits.softmax(dim=-1) @ value
+
+    ops = types.ModuleType("xformers.ops")
+    ops.memory_efficient_attention = memory_efficient_attention
+    xf = types.ModuleType("xformers")
+    xf.ops = ops
+    return xf
+
+
+def parity_cases(orig, rw, out_dir: str) -> dict:
+    """Tiny random original modules (weights as a seeded recipe) and their outputs in float64."""
+    from t2v_enhanced.model.pl_module_params_controlnet import AttentionMaskParams
+
+    torch.manual_seed(0)
+    base, cam, resampler = build_original(orig, TINY_UNET, conditioning_embedding_out_channels=TINY_COND_CHANNELS)
+    groups = []
+    for seed, (prefix, mod) in enumerate((("base_model.", base), ("unet.", cam), ("resampler.", resampler)), 1):
+        entries = []
+        fc.randomize_(mod, seed, std=0.05, record=entries)  # mergers, alpha and zero convs included
+        groups.append({"seed": seed, "prefix": prefix, "draw_dtype": "float64", "param_dtype": "float32",
+                       "entries": entries})
+    for mod in (base, cam, resampler):
+        fc.round_to_(mod, torch.float16)
+    recipe = rw.make_recipe("streaming_t2v_tiny_fp16.safetensors", "safetensors", "float16", groups)
+    rw.assert_reproduces(recipe, {p + k: v.half() for p, m in (("base_model.", base), ("unet.", cam),
+                                                               ("resampler.", resampler))
+                                  for k, v in m.state_dict().items()})
+    rw.write_recipe(recipe, os.path.join(out_dir, "streaming_t2v_tiny_fp16.recipe.json"))
+
+    # the release ran the xformers processor (which holds the APM mixing); its attention in plain PyTorch
+    orig.processor.xformers = sdpa_xformers()
+    for mod in (base, cam):
+        orig.processor.set_use_memory_efficient_attention_xformers(
+            mod, num_frame_conditioning=8, num_frames=16, attention_mask_params=AttentionMaskParams())
+    base, cam, resampler = base.double().eval(), cam.double().eval(), resampler.double().eval()
+    c = parity_inputs()
+    with torch.no_grad():
+        down, mid = cam(c["latents"], TIMESTEP, encoder_hidden_states=c["context"], controlnet_cond=c["cam_frames"],
+                        return_dict=False)
+        c["cam_mid"] = mid.contiguous()
+        c["cam_down_1"] = down[1].contiguous()
+        c["noise_pred"] = base(c["latents"], TIMESTEP, encoder_hidden_states=c["context"],
+                               down_block_additional_residuals=down, mid_block_additional_residual=mid).sample
+        c["noise_pred_without_cam"] = base(c["latents"], TIMESTEP, encoder_hidden_states=c["context"]).sample
+        c["image_tokens"] = resampler(c["image_embeds"].reshape(-1, 1024), batch_size=1)
+    # the inputs are rebuilt from INPUT_SEED by the test (tests/test_streaming_t2v_parity.py); a slice of each
+    # is kept to check that they came out the same
+    for name in ("latents", "context", "cam_frames", "image_embeds"):
+        c[name + "_head"] = c.pop(name).reshape(-1)[:16]
+    return {k: v.contiguous() for k, v in c.items()}
+
+
+INPUT_SEED = 7
+
+
+def parity_inputs() -> dict:
+    """float64 inputs from one seeded generator, in this order (the test draws them the same way)."""
+    gen = torch.Generator().manual_seed(INPUT_SEED)
+    return {
+        "latents": torch.randn(1, 4, 16, LATENT_HW, LATENT_HW, generator=gen, dtype=torch.float64),
+        "context": torch.randn(1, 93, 1024, generator=gen, dtype=torch.float64),  # 77 text + 16 image tokens
+        "cam_frames": torch.rand(8, 3, 8 * LATENT_HW, 8 * LATENT_HW, generator=gen, dtype=torch.float64) * 2 - 1,
+        "image_embeds": torch.randn(1, 8, 1024, generator=gen, dtype=torch.float64),
+    }
 
 
 def main():
@@ -132,12 +214,25 @@ def main():
     os.makedirs(args.out_dir, exist_ok=True)
     keys = released_keys(orig)
     write_keys(keys, os.path.join(args.out_dir, "released_keys.tsv.gz"))
-    files = {"released_keys.tsv.gz": os.path.getsize(os.path.join(args.out_dir, "released_keys.tsv.gz"))}
+    cases = parity_cases(orig, fc.reference_weights(), args.out_dir)
+    from safetensors.torch import save_file
+
+    save_file(cases, os.path.join(args.out_dir, "cases.safetensors"))
+    files = {n: os.path.getsize(os.path.join(args.out_dir, n)) for n in sorted(os.listdir(args.out_dir))
+             if n != "SOURCE.json"}
     fc.write_source(args.out_dir, REPO, commit, files,
                     "released_keys.tsv.gz: the key list of the released streaming_t2v.ckpt at full size (branch "
                     "StreamingModelscope), built on the meta device from the original classes as config.yaml "
                     "configures them; text encoder / VAE / image encoder from their classes' layouts (see the "
-                    "generator's docstring).", extra={"branch": "StreamingModelscope", "num_keys": len(keys)})
+                    "generator's docstring). streaming_t2v_tiny_fp16.recipe.json: the original UNet3D (mergers, "
+                    "APM), ControlNet (CAM) and ImgEmbContextResampler with tiny widths (cross-attention 1024, "
+                    "hard-coded in the original), random fp16-rounded weights as a seeded recipe. cases.safetensors: "
+                    "their outputs in float64 through the xformers processor the release ran (memory_efficient_"
+                    "attention replaced by plain softmax attention): CAM features, the noise prediction with and "
+                    "without CAM residuals (93-token context), and the resampler's 16 tokens.",
+                    extra={"branch": "StreamingModelscope", "num_keys": len(keys), "tiny_unet": TINY_UNET,
+                           "tiny_conditioning_channels": TINY_COND_CHANNELS, "timestep": TIMESTEP,
+                           "input_seed": INPUT_SEED})
 
 
 if __name__ == "__main__":
