@@ -87,3 +87,11 @@ def test_cancel_stops_within_a_step(env, monkeypatch):
     with pytest.raises(bridge.AnimeVideoInterrupted):
         _extend(handle, torch.rand(16, 32, 32, 3), target_frames=40, steps=5)
     assert calls["n"] == 2  # nothing ran after the step in which Cancel came
+
+
+def test_fp16_clip_gives_the_same_frames(env):
+    (handle,) = nodes.AnimeVideoLoadStreamingT2V().load(tiny.FILE_NAME, "fp32")
+    clip = torch.rand(16, 32, 32, 3, generator=torch.Generator().manual_seed(4)).half().float()  # exact in fp16
+    a = _extend(handle, clip, target_frames=24)
+    b = _extend(handle, clip.half(), target_frames=24)
+    assert a[0].dtype == b[0].dtype == torch.float32 and torch.equal(a[0], b[0]) and a[1:] == b[1:]
