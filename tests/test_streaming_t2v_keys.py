@@ -116,6 +116,13 @@ def test_loader_reads_every_tensor_to_its_module(tiny_ckpt):
     assert model.tokenizer_dir and os.path.isfile(os.path.join(model.tokenizer_dir, "vocab.json"))
 
 
+def test_extra_training_tensors_are_ignored_with_a_warning(tiny_ckpt, caplog):
+    sd = torch.load(tiny_ckpt, weights_only=True)["state_dict"]
+    sd["ema_decay"] = torch.tensor(0.999)
+    model = loader.load_streaming_t2v("x.ckpt", sd=sd)
+    assert model.base_model is not None and "ema_decay" in caplog.text
+
+
 def test_other_checkpoints_are_refused_with_what_they_are(tmp_path, tiny_ckpt):
     sd = torch.load(tiny_ckpt, weights_only=True)["state_dict"]
     no_cam = {k: v for k, v in sd.items() if not k.startswith(keys.CAM_PREFIX)}

@@ -6,6 +6,7 @@ the checkpoint is used when present, otherwise the caller passes one (ComfyUI sh
 """
 from __future__ import annotations
 
+import logging
 import os
 
 import torch
@@ -16,6 +17,8 @@ from ..svd.keymap import clip_state_dict_to_transformers
 from ..svd.loader import _materialize
 from . import keys
 from .model import NUM_TEXT_TOKENS, CAMEncoder, ImgEmbContextResampler, StreamingT2VModel, build_base_unet
+
+log = logging.getLogger("AnimeVideo")
 
 
 def _take(sd: dict, prefix: str, dtype: torch.dtype) -> dict:
@@ -64,8 +67,9 @@ def load_streaming_t2v(path: str, dtype: torch.dtype = torch.float32, vae_dtype:
     text_sd = keys.text_keys_installed(_take(sd, keys.TEXT_PREFIX, dtype), text.state_dict().keys())
     text = _materialize(text, text_sd, "text encoder")
     vae = _materialize(vae, _take(sd, keys.VAE_PREFIX, vae_dtype or dtype), "VAE")
-    if sd:
-        raise AnimeVideoModelError(f"'{name}': {len(sd)} tensors belong to no known part (e.g. {sorted(sd)[:3]}).")
+    if sd:  # training-time extras would not change inference: say so, do not refuse the file
+        log.warning("%s: %d tensors outside the parts StreamingT2V runs were ignored (e.g. %s)", name, len(sd),
+                    sorted(sd)[:3])
     model = StreamingT2VModel(base, cam, resampler, clip, text, vae,
                               image_size=clip_cfg["image_size"]).eval().requires_grad_(False)
     model.source = path
