@@ -60,7 +60,8 @@ def child(args) -> dict:
 
     def run(frames, steps):
         marks.clear()
-        return extend.extend_clip(model, clip, pos, neg, frames, steps=steps, seed=0, check_interrupt=first_check).frames
+        return extend.extend_clip(model, clip, pos, neg, frames, steps=steps, seed=0,
+                                  check_interrupt=first_check).frames
 
     run(24, 1)  # warm-up: thread pools, kernel caches
     gc.collect()

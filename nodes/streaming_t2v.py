@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 
-from ..pipelines import memory
 from ..pipelines.checkpoint_io import FileIdentity, explain_load_errors
 from ..pipelines.errors import AnimeVideoInputError, AnimeVideoModelError
 from ..pipelines.image_ops import comfy_image_to_bchw

@@ -2,14 +2,14 @@
 zero-initialised mergers and gates equals diffusers' ModelScope UNet exactly."""
 import math
 
-import pytest
 import torch
 import torch.nn.functional as F
 
 from animevideo.pipelines.streaming_t2v import model as M
 
 UNET = dict(in_channels=4, out_channels=4, block_out_channels=(64, 64), layers_per_block=2,
-            down_block_types=("CrossAttnDownBlock3D", "DownBlock3D"), up_block_types=("UpBlock3D", "CrossAttnUpBlock3D"),
+            down_block_types=("CrossAttnDownBlock3D", "DownBlock3D"),
+            up_block_types=("UpBlock3D", "CrossAttnUpBlock3D"),
             cross_attention_dim=32, attention_head_dim=16, norm_num_groups=32, sample_size=4)
 
 

@@ -10,7 +10,8 @@ import torch
 from safetensors.torch import load_file
 
 from animevideo.pipelines.streaming_t2v import keys
-from animevideo.pipelines.streaming_t2v.model import CAMEncoder, ImgEmbContextResampler, base_unet_forward, build_base_unet
+from animevideo.pipelines.streaming_t2v.model import (CAMEncoder, ImgEmbContextResampler, base_unet_forward,
+                                                       build_base_unet)
 from animevideo.pipelines.svd.loader import _materialize
 
 import reference_weights as rw

@@ -4,14 +4,16 @@ The checkpoint is the Lightning ``state_dict`` of the official ``VideoLDM`` (Pic
 branch ``StreamingModelscope``, ``t2v_enhanced/model/video_ldm.py``; ``model_init.py`` loads it strictly), so it
 holds every sub-module under its attribute name:
 
-| prefix | module (official code) | here |
-|---|---|---|
-| ``base_model.`` | ``controlnet/unet_3d_condition.py::UNet3DConditionModel`` (ModelScope UNet + CAM mergers + APM mixing) | ``model.build_base_unet`` (diffusers ``UNet3DConditionModel``), same names |
-| ``unet.`` | ``controlnet/controlnet.py::ControlNetModel`` (the CAM) | ``model.CAMEncoder``, same names |
-| ``resampler.`` | ``controlnet/image_embedder.py::ImgEmbContextResampler`` | ``model.ImgEmbContextResampler``, same names |
-| ``image_encoder.model.`` | ``FrozenOpenCLIPImageEmbedder.model``: open_clip ViT-H-14 with ``transformer`` deleted | ``visual.*`` -> transformers ``CLIPVisionModelWithProjection`` (the SVD loader's rules); the text leftovers are unused |
-| ``text_encoder.`` | transformers ``CLIPTextModel`` of damo-vilab/text-to-video-ms-1.7b | the same class, same names |
-| ``vae.`` | diffusers ``AutoencoderKL`` of damo-vilab/text-to-video-ms-1.7b | the same class, same names |
+* ``base_model.``: ``controlnet/unet_3d_condition.py::UNet3DConditionModel`` (ModelScope UNet + CAM mergers + APM
+  mixing) -> ``model.build_base_unet`` (diffusers ``UNet3DConditionModel``), same names;
+* ``unet.``: ``controlnet/controlnet.py::ControlNetModel`` (the CAM) -> ``model.CAMEncoder``, same names;
+* ``resampler.``: ``controlnet/image_embedder.py::ImgEmbContextResampler`` -> ``model.ImgEmbContextResampler``;
+* ``image_encoder.model.``: ``FrozenOpenCLIPImageEmbedder.model``, open_clip ViT-H-14 with ``transformer`` deleted:
+  ``visual.*`` -> transformers ``CLIPVisionModelWithProjection`` (the SVD loader's rules); the text leftovers
+  (``token_embedding``, ``positional_embedding``, ``ln_final``, ``text_projection``, ``logit_scale``) are unused;
+* ``text_encoder.``: transformers ``CLIPTextModel`` of damo-vilab/text-to-video-ms-1.7b, same class and names
+  (transformers 5 drops the ``text_model.`` level: :func:`text_keys_installed`);
+* ``vae.``: diffusers ``AutoencoderKL`` of damo-vilab/text-to-video-ms-1.7b, same class and names.
 
 The names were written from the official modules (built on the meta device at full size by
 ``scripts/reference_fixtures/make_streaming_t2v.py``, which stores the resulting key list;

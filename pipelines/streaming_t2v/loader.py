@@ -43,7 +43,8 @@ def load_streaming_t2v(path: str, dtype: torch.dtype = torch.float32, vae_dtype:
     clip_cfg = keys.detect_image_encoder_config(keys.sub_shapes(shapes, keys.IMAGE_ENCODER_PREFIX))
     text_cfg = keys.detect_text_config(keys.sub_shapes(shapes, keys.TEXT_PREFIX))
     vae_cfg = keys.detect_vae_config(keys.sub_shapes(shapes, keys.VAE_PREFIX))
-    if res_cfg["context_dim"] != unet_cfg["cross_attention_dim"] or text_cfg["hidden_size"] != unet_cfg["cross_attention_dim"]:
+    width = unet_cfg["cross_attention_dim"]
+    if res_cfg["context_dim"] != width or text_cfg["hidden_size"] != width:
         raise AnimeVideoModelError(
             f"'{name}': the text encoder ({text_cfg['hidden_size']}), the APM tokens ({res_cfg['context_dim']}) and "
             f"the UNet's cross-attention ({unet_cfg['cross_attention_dim']}) must have one width.")

@@ -34,7 +34,8 @@ TINY_VAE = dict(block_out_channels=(32, 32, 64, 64), layers_per_block=1, latent_
 
 def _byte_characters() -> list[str]:
     """GPT-2/CLIP's byte -> printable character table (every byte one character)."""
-    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    printable = (list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1))
+                 + list(range(ord("®"), ord("ÿ") + 1)))
     extra = [b for b in range(256) if b not in printable]
     return [chr(b) for b in printable] + [chr(256 + i) for i in range(len(extra))]
 
@@ -84,7 +85,8 @@ def build_tiny_state_dict(seed: int = 0) -> dict[str, torch.Tensor]:
         "token_embedding.weight": torch.randn(514, width, generator=gen) * 0.05,
         "positional_embedding": torch.randn(77, width, generator=gen) * 0.05,
         "ln_final.weight": torch.ones(width), "ln_final.bias": torch.zeros(width),
-        "text_projection": torch.randn(width, width, generator=gen) * 0.05, "logit_scale": torch.tensor(4.6052)}.items()})
+        "text_projection": torch.randn(width, width, generator=gen) * 0.05,
+        "logit_scale": torch.tensor(4.6052)}.items()})
     vocab, _ = tiny_tokenizer_files()
     text_cfg = dict(keys.detect_text_config({
         "text_model.embeddings.token_embedding.weight": (len(vocab), TINY_TEXT["hidden_size"]),
