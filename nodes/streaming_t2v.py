@@ -162,6 +162,7 @@ class AnimeVideoStreamingT2VExtend:
         check_clip_memory(f"extending to {plan.total_frames} frames at {size}x{size}",
                           clip_bytes(plan.total_frames, size, size),
                           4 * clip_bytes(stt.CHUNK_FRAMES, size, size) + input_copy_bytes(clip), MEMORY_ADVICE)
+        given = frames_in.shape[0]
         chunk0 = stt.adapt_clip(frames_in, size)
         del frames_in
         progress = bridge.Progress(max(1, plan.chunks * int(steps)), desc="StreamingT2V extend")
@@ -177,7 +178,10 @@ class AnimeVideoStreamingT2VExtend:
                                          check_interrupt=bridge.check_interrupt)
         finally:
             progress.close()
-        return (result.frames, float(fps), result.plan.note())
+        info = result.plan.note()
+        if given > stt.CHUNK_FRAMES:  # S6: the first 16 frames are chunk 0 (e.g. 16 of SVD-XT's 25)
+            info = f"clip: used its first {stt.CHUNK_FRAMES} of {given} frames as chunk 0; " + info
+        return (result.frames, float(fps), info)
 
 
 NODE_CLASS_MAPPINGS = {

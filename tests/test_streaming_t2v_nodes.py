@@ -48,7 +48,7 @@ def test_extend_node_carries_fps_and_says_what_it_made(env):
     clip = torch.rand(25, 40, 60, 3)  # SVD-XT-like: 25 frames, wide
     frames, fps, info = _extend(handle, clip)
     assert frames.shape == (24, 32, 32, 3) and fps == 12.0  # 16 kept + 1 chunk of 8 (20 rounded up)
-    assert "asked for 20 frames" in info and "made 24 frames" in info
+    assert "asked for 20 frames" in info and "made 24 frames" in info and "first 16 of 25 frames" in info
     assert 0.0 <= float(frames.min()) and float(frames.max()) <= 1.0
 
 
