@@ -33,6 +33,7 @@ PACK_FOLDERS = {
     "lineart": (".safetensors", ".ckpt", ".pth", ".pt", ".sft"),
     "interpolation": (".safetensors", ".ckpt", ".pth", ".pt", ".sft"),
     "metrics": (".safetensors", ".ckpt", ".pth", ".pt", ".sft", ".bin"),
+    "streaming_t2v": (".ckpt", ".safetensors", ".pth", ".pt", ".sft"),
 }
 
 

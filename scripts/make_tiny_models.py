@@ -79,6 +79,7 @@ def writers(with_core_sized: bool = False):
     from animevideo.pipelines.lineart import tiny as lineart_tiny
     from animevideo.pipelines.lvcd import tiny as lvcd_tiny
     from animevideo.pipelines.metrics import tiny as metrics_tiny
+    from animevideo.pipelines.streaming_t2v import tiny as streaming_t2v_tiny
     from animevideo.pipelines.svd import tiny_core as svd_core_tiny
     from animevideo.pipelines.t2v import tiny as t2v_tiny
     from animevideo.pipelines.upscale import tiny as upscale_tiny
@@ -95,6 +96,7 @@ def writers(with_core_sized: bool = False):
         (list(cogvideox_tiny.TINY_FILES), cogvideox_tiny.write_tiny_cogvideox),
         (list(metrics_tiny.TINY_FILES), metrics_tiny.write_tiny_metrics),
         (list(t2v_tiny.TINY_FILES), t2v_tiny.write_tiny_t2v),
+        (list(streaming_t2v_tiny.TINY_FILES), streaming_t2v_tiny.write_tiny_models),
     ] + ([(list(svd_core_tiny.TINY_FILES), svd_core_tiny.write_core_svd)] if with_core_sized else [])
 
 

@@ -175,7 +175,8 @@ def test_every_node_taking_an_image_or_mask_is_covered():
     covered = {"AnimeVideoKeyframe", "AnimeVideoGuidePreview", "AnimeVideoMotionMask", "AnimeVideoSVDSampler",
                "AnimeVideoLineart", "AnimeVideoLVCDColorize", "AnimeVideoInterpolate", "AnimeVideoUpscale", "AnimeVideoGANimeInbetween",
                "AnimeVideoGANimeEncode", "AnimeVideoClipMetrics", "AnimeVideoKeyframesFromBatch",
-               "AnimeVideoSVDGuideModelPatch", "AnimeVideoI2VGenXL"}
+               "AnimeVideoSVDGuideModelPatch", "AnimeVideoI2VGenXL",
+               "AnimeVideoStreamingT2VExtend"}  # tests/test_streaming_t2v_nodes.py
     taking = set()
     for node, cls in NODE_CLASS_MAPPINGS.items():
         types_ = cls.INPUT_TYPES()
