@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import os
 
-from ..pipelines.checkpoint_io import FileIdentity, explain_load_errors
+from ..pipelines.checkpoint_io import FileIdentity
 from ..pipelines.errors import AnimeVideoInputError, AnimeVideoModelError
 from ..pipelines.image_ops import comfy_image_to_bchw
-from ..pipelines.model_cache import MODEL_CACHE
 from ..pipelines.svd import loader as svd_loader
 from . import comfy_bridge as bridge
-from .common import (ModelOnDevice, check_clip_memory, clip_bytes, input_copy_bytes, resolve_model_file,
-                     validate_model_inputs)
+from .common import (LoaderSpec, ModelHandle, ModelOnDevice, check_clip_memory, clip_bytes, input_copy_bytes,
+                     make_loader_node, resolve_model_file)
 from .svd import DTYPES
 
 STREAMING_T2V_MODEL = "ANIMEVIDEO_STREAMING_T2V"
@@ -34,57 +33,44 @@ def resolve_ckpt(name: str) -> str:
         f"ckpt_name: '{name}' was not found in models/{FOLDER} ({bridge.models_dir_hint(FOLDER)}). {EXPECTED}"))
 
 
-def load_cached(name: str, dtype_name: str):
+def open_streaming_t2v(ckpt_name: str, dtype: str = "auto"):
+    """(cache key, load, name, path) of the model for these loader inputs (see LoaderSpec.open)."""
     from ..pipelines.streaming_t2v.loader import load_streaming_t2v
 
-    path = resolve_ckpt(name)
-    dtype = svd_loader.resolve_dtype(dtype_name, bridge.torch_device())
-    key = ("streaming_t2v", FileIdentity.of(path), str(dtype))
-    with explain_load_errors(name, path):
-        return MODEL_CACHE.get_or_load(key, lambda: load_streaming_t2v(
-            path, dtype, svd_loader.vae_dtype_for(dtype)).to(bridge.offload_device()))
+    path = resolve_ckpt(ckpt_name)
+    torch_dtype = svd_loader.resolve_dtype(dtype, bridge.torch_device())
+    key = ("streaming_t2v", FileIdentity.of(path), str(torch_dtype))
+    return (key, lambda: load_streaming_t2v(path, torch_dtype, svd_loader.vae_dtype_for(torch_dtype)).to(
+        bridge.offload_device()), ckpt_name, path)
 
 
-class StreamingT2VHandle:
-    def __init__(self, model, keep_on_gpu: bool):
-        self.model = model
-        self.keep_on_gpu = keep_on_gpu
+class StreamingT2VHandle(ModelHandle):
+    """What flows along the model wire: the shared model plus this loader's placement choice."""
 
 
-class AnimeVideoLoadStreamingT2V:
-    DESCRIPTION = ("Loads StreamingT2V (ModelScope variant): the ModelScope T2V UNet with the CAM (short-term memory: "
-                   "the previous chunk's last 8 frames) and the APM (long-term memory: the first chunk's anchor "
-                   "frames), its text encoder, image encoder and VAE, all from the released streaming_t2v.ckpt.")
+def _ckpt_input() -> dict:
+    names = ckpt_names()
+    return {"ckpt_name": (names, {"default": DEFAULT_CKPT if DEFAULT_CKPT in names or not names else names[0],
+                                  "tooltip": "streaming_t2v.ckpt in models/streaming_t2v (PAIR/StreamingT2V); "
+                                  "the tokenizer/ folder beside it holds ModelScope's vocab.json + merges.txt."})}
 
-    @classmethod
-    def INPUT_TYPES(cls):
-        names = ckpt_names()
-        return {
-            "required": {
-                "ckpt_name": (names, {"default": DEFAULT_CKPT if DEFAULT_CKPT in names or not names else names[0],
-                                      "tooltip": "streaming_t2v.ckpt in models/streaming_t2v (PAIR/StreamingT2V); "
-                                      "the tokenizer/ folder beside it holds ModelScope's vocab.json + merges.txt."}),
-                "dtype": (DTYPES, {"default": "auto", "tooltip": "Weight precision. auto: fp16 on a GPU, fp32 on "
-                                   "the CPU. The VAE stays fp32 when fp16 is chosen."}),
-            },
-            "optional": {
-                "keep_on_gpu": ("BOOLEAN", {"default": False, "tooltip": "Keep the model on the GPU between runs "
-                                            "(faster re-runs, holds VRAM). Off: it waits on the CPU."}),
-            },
-        }
 
-    RETURN_TYPES = (STREAMING_T2V_MODEL,)
-    RETURN_NAMES = ("streaming_t2v",)
-    OUTPUT_TOOLTIPS = ("The loaded StreamingT2V model, for AnimeVideo StreamingT2V Extend.",)
-    FUNCTION = "load"
-    CATEGORY = CATEGORY
-
-    @classmethod
-    def VALIDATE_INPUTS(cls, ckpt_name, dtype="auto"):
-        return validate_model_inputs(dtype, DTYPES, lambda: resolve_ckpt(ckpt_name))
-
-    def load(self, ckpt_name, dtype="auto", keep_on_gpu=False):
-        return (StreamingT2VHandle(load_cached(ckpt_name, dtype), keep_on_gpu),)
+AnimeVideoLoadStreamingT2V = make_loader_node(LoaderSpec(
+    node_id="AnimeVideoLoadStreamingT2V",
+    description="Loads StreamingT2V (ModelScope variant): the ModelScope T2V UNet with the CAM (short-term memory: "
+                "the previous chunk's last 8 frames) and the APM (long-term memory: the first chunk's anchor "
+                "frames), its text encoder, image encoder and VAE, all from the released streaming_t2v.ckpt.",
+    model_inputs=_ckpt_input,
+    dtypes=DTYPES,
+    dtype_tooltip="Weight precision. auto: fp16 on a GPU, fp32 on the CPU. The VAE stays fp32 when fp16 is chosen.",
+    return_type=STREAMING_T2V_MODEL, return_name="streaming_t2v",
+    output_tooltip="The loaded StreamingT2V model, for AnimeVideo StreamingT2V Extend.",
+    category=CATEGORY,
+    open=open_streaming_t2v,
+    checks=lambda ckpt_name: [lambda: resolve_ckpt(ckpt_name)],
+    download=False,
+    handle=lambda ref, keep_on_gpu, inputs: StreamingT2VHandle(keep_on_gpu=keep_on_gpu, ref=ref),
+))
 
 
 def tokenizer_for(model):
@@ -155,7 +141,8 @@ class AnimeVideoStreamingT2VExtend:
         if size % 32:
             raise AnimeVideoInputError(f"size: {size}; give a multiple of 32 (256 is what the model was trained on).")
         handle = streaming_t2v
-        model = handle.model
+        managed = handle.managed
+        model = managed.pack_model
         frames_in = comfy_image_to_bchw(clip, "clip")
         plan = stt.plan_extension(min(frames_in.shape[0], stt.CHUNK_FRAMES), int(target_frames))
         # the result, the adapted input; the working set is one chunk (16 decoded frames and their conditioning)
@@ -167,7 +154,7 @@ class AnimeVideoStreamingT2VExtend:
         del frames_in
         progress = bridge.Progress(max(1, plan.chunks * int(steps)), desc="StreamingT2V extend")
         try:
-            with ModelOnDevice(model, handle.keep_on_gpu):
+            with ModelOnDevice(managed, handle.keep_on_gpu, what="StreamingT2V extend", advice=MEMORY_ADVICE):
                 tok = tokenizer_for(model)
                 pos = stt.encode_prompt(model, tok, prompt)
                 neg = stt.encode_prompt(model, tok, negative_prompt or "")

@@ -38,6 +38,8 @@ Shapes = Mapping[str, tuple]
 
 # One line per package that contributes architectures (module path under pipelines/), in detection order.
 ENTRY_MODULES = (
+    "streaming_t2v.loader",  # before SVD and LVCD: it holds an OpenCLIP image tower too
+    "t2v.loader",  # before SVD: I2VGen-XL's folder has unet/, vae/ and image_encoder/ as SVD's does
     "lvcd.loader",
     "svd.loader",
     "anisora.architectures",  # Wan2.1 transformer and VAE (the Wan loading code moves to backbones/wan/)
@@ -70,6 +72,9 @@ KIND_NAMES = {
     "inception_fid": "the FID Inception-v3 network",
     "lpips_heads": "LPIPS heads",
     "lpips_backbone": "a torchvision AlexNet/VGG backbone",
+    "modelscope_t2v": "a ModelScopeT2V diffusers folder (damo-vilab/text-to-video-ms-1.7b)",
+    "i2vgenxl": "an I2VGen-XL diffusers folder (ali-vilab/i2vgen-xl)",
+    "streaming_t2v": "a StreamingT2V checkpoint (streaming_t2v.ckpt)",
 }
 
 

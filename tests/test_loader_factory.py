@@ -37,6 +37,8 @@ LOADERS = {
                                     "ANIMEVIDEO_MODELSCOPE_T2V"),
     "AnimeVideoLoadI2VGenXL": (["model_name", "dtype"], ["keep_on_gpu"], ["cls", "model_name", "dtype"],
                                "ANIMEVIDEO_I2VGENXL"),
+    "AnimeVideoLoadStreamingT2V": (["ckpt_name", "dtype"], ["keep_on_gpu"], ["cls", "ckpt_name", "dtype"],
+                                   "ANIMEVIDEO_STREAMING_T2V"),
     "AnimeVideoLoadGANime": (["vqgan_name", "transformer_name", "dtype"], ["keep_on_gpu"],
                              ["cls", "vqgan_name", "transformer_name", "dtype"], "ANIMEVIDEO_GANIME"),
 }

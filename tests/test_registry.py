@@ -37,6 +37,9 @@ TINY_EXPECTED = {
     "metrics/vgg16-397923af.pth": "lpips_backbone",
     "metrics/lpips/alex.pth": "lpips_heads",
     "metrics/lpips/vgg.pth": "lpips_heads",
+    "diffusers/text-to-video-ms-1.7b": "modelscope_t2v",
+    "diffusers/i2vgen-xl": "i2vgenxl",
+    "streaming_t2v/streaming_t2v.ckpt": "streaming_t2v",
 }
 
 

@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 from animevideo.pipelines.streaming_t2v import keys
 from animevideo.pipelines.streaming_t2v.model import (CAMEncoder, ImgEmbContextResampler, base_unet_forward,
                                                        build_base_unet)
-from animevideo.pipelines.svd.loader import _materialize
+from animevideo.pipelines.checkpoint_io import materialize as _materialize
 
 import reference_weights as rw
 

@@ -64,12 +64,11 @@ def is_streaming_t2v(keys: Sequence[str]) -> bool:
 
 def require_streaming_t2v(keys: Sequence[str], file_name: str):
     if not is_streaming_t2v(keys):
-        from ..svd.detect import describe_checkpoint
+        from .. import registry
 
-        raise AnimeVideoModelError(
-            f"'{file_name}' is not a StreamingT2V checkpoint: detected {describe_checkpoint(list(keys))}. "
+        registry.require(list(keys), ("streaming_t2v",), name=file_name, expected=(
             "The loader needs the released streaming_t2v.ckpt (keys base_model.cross_attention_merger_*, "
-            "unet.controlnet_cond_embedding.*, resampler.*, image_encoder.*, text_encoder.*, vae.*).")
+            "unet.controlnet_cond_embedding.*, resampler.*, image_encoder.*, text_encoder.*, vae.*)."))
     missing = [p for p in (RESAMPLER_PREFIX, IMAGE_ENCODER_PREFIX, TEXT_PREFIX, VAE_PREFIX)
                if not any(k.startswith(p) for k in keys)]
     if missing:

@@ -11,10 +11,9 @@ import os
 
 import torch
 
-from ..checkpoint_io import read_state_dict
+from ..checkpoint_io import empty_weights, materialize, read_state_dict
 from ..errors import AnimeVideoModelError
 from ..svd.keymap import clip_state_dict_to_transformers
-from ..svd.loader import _materialize
 from . import keys
 from .model import NUM_TEXT_TOKENS, CAMEncoder, ImgEmbContextResampler, StreamingT2VModel, build_base_unet
 
@@ -52,22 +51,22 @@ def load_streaming_t2v(path: str, dtype: torch.dtype = torch.float32, vae_dtype:
         raise AnimeVideoModelError(f"'{name}': the APM resampler reads {res_cfg['image_dim']}-d image embeddings, the "
                                    f"image encoder gives {clip_cfg['projection_dim']}-d.")
 
-    with torch.device("meta"):
+    with empty_weights():
         base = build_base_unet(unet_cfg)
         cam = CAMEncoder(unet_cfg, **cam_cfg)
         resampler = ImgEmbContextResampler(**res_cfg)
         clip = CLIPVisionModelWithProjection(CLIPVisionConfig(**clip_cfg))
         text = CLIPTextModel(CLIPTextConfig(**text_cfg))
         vae = AutoencoderKL(**vae_cfg)
-    base = _materialize(base, _take(sd, keys.BASE_PREFIX, dtype), "StreamingT2V UNet")
-    cam = _materialize(cam, _take(sd, keys.CAM_PREFIX, dtype), "StreamingT2V CAM")
-    resampler = _materialize(resampler, _take(sd, keys.RESAMPLER_PREFIX, dtype), "APM resampler")
-    clip = _materialize(clip, clip_state_dict_to_transformers(_take(sd, keys.IMAGE_ENCODER_PREFIX, dtype)),
+    base = materialize(base, _take(sd, keys.BASE_PREFIX, dtype), "StreamingT2V UNet")
+    cam = materialize(cam, _take(sd, keys.CAM_PREFIX, dtype), "StreamingT2V CAM")
+    resampler = materialize(resampler, _take(sd, keys.RESAMPLER_PREFIX, dtype), "APM resampler")
+    clip = materialize(clip, clip_state_dict_to_transformers(_take(sd, keys.IMAGE_ENCODER_PREFIX, dtype)),
                         "image encoder")
     _take(sd, keys.IMAGE_ENCODER_LEFTOVERS, dtype)  # the deleted text tower's leftovers: unused
     text_sd = keys.text_keys_installed(_take(sd, keys.TEXT_PREFIX, dtype), text.state_dict().keys())
-    text = _materialize(text, text_sd, "text encoder")
-    vae = _materialize(vae, _take(sd, keys.VAE_PREFIX, vae_dtype or dtype), "VAE")
+    text = materialize(text, text_sd, "text encoder")
+    vae = materialize(vae, _take(sd, keys.VAE_PREFIX, vae_dtype or dtype), "VAE")
     if sd:  # training-time extras would not change inference: say so, do not refuse the file
         log.warning("%s: %d tensors outside the parts StreamingT2V runs were ignored (e.g. %s)", name, len(sd),
                     sorted(sd)[:3])
@@ -91,3 +90,20 @@ def load_tokenizer(folder: str):
     if not (os.path.isfile(vocab) and os.path.isfile(merges)):
         raise AnimeVideoModelError(f"No CLIP tokenizer in '{folder}' (it needs vocab.json and merges.txt).")
     return CLIPTokenizer(vocab, merges, pad_token="!", model_max_length=NUM_TEXT_TOKENS)
+
+
+def _load_entry(source, **options):
+    if isinstance(source, dict):
+        return load_streaming_t2v(options.pop("name", "streaming_t2v.ckpt"), sd=source, **options)
+    return load_streaming_t2v(source, **options)
+
+
+def _architectures():
+    from ..registry import Architecture, keys_only
+
+    return (Architecture("streaming_t2v", "a StreamingT2V checkpoint (ModelScope UNet with CAM and APM)",
+                         "streaming_t2v", keys_only(keys.is_streaming_t2v), _load_entry,
+                         hint="load it with AnimeVideo Load StreamingT2V", takes_state_dict=True),)
+
+
+ARCHITECTURES = _architectures()

@@ -233,3 +233,18 @@ def load_modelscope(path: str, dtype: torch.dtype) -> T2VModel:
 
 def load_i2vgenxl(path: str, dtype: torch.dtype) -> T2VModel:
     return load_folder(path, dtype, I2VGENXL)
+
+
+def _architectures():
+    from ..registry import Architecture
+
+    never_a_file = lambda keys, shapes: False  # noqa: E731  (released as diffusers folders only)
+    return tuple(
+        Architecture(kind_id, f"a {kind} diffusers folder", kind_id, never_a_file,
+                     (lambda kind: lambda path, dtype=torch.float32: load_folder(path, dtype, kind))(kind),
+                     hint=f"load it with AnimeVideo Load {'ModelScopeT2V' if kind == MODELSCOPE else 'I2VGen-XL'}",
+                     detect_folder=(lambda kind: lambda path: folder_kind(path) == kind)(kind))
+        for kind_id, kind in (("modelscope_t2v", MODELSCOPE), ("i2vgenxl", I2VGENXL)))
+
+
+ARCHITECTURES = _architectures()
