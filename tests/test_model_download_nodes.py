@@ -148,7 +148,7 @@ def test_the_option_defaults_to_on_and_sits_on_every_loader_that_can_fetch():
     with_option = {name for name, cls in NODE_CLASS_MAPPINGS.items()
                    if "download_if_missing" in cls.INPUT_TYPES().get("optional", {})}
     assert with_option == {"AnimeVideoLoadSVD", "AnimeVideoLoadLVCD", "AnimeVideoLoadUpscaler",
-                           "AnimeVideoLoadAniSora", "AnimeVideoLineart"}
+                           "AnimeVideoLoadAniSora", "AnimeVideoLoadAniSoraWan22", "AnimeVideoLineart"}
     for name in with_option:
         spec = NODE_CLASS_MAPPINGS[name].INPUT_TYPES()["optional"]["download_if_missing"]
         assert spec[0] == "BOOLEAN" and spec[1]["default"] is True
