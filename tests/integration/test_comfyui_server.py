@@ -516,7 +516,9 @@ MULTI_SEGMENT = {
 MORE_FRAMES = {"anisora_v1_image_to_video": {"num_frames": 9},
                # StreamingT2V conditions on 8 frames; 8 SVD frames at 32x32 + one chunk of 8 new frames
                "anime_pipeline_paper": {"num_frames": 8, "size": 32, "target_frames": 16},
-               "anime_pipeline_paper_evaluate": {"num_frames": 8, "size": 32, "target_frames": 16}}
+               "anime_pipeline_paper_evaluate": {"num_frames": 8, "size": 32, "target_frames": 16},
+               # 8 ModelScope frames at 64x64 (SMALL) + one chunk of 8 new frames at 32x32
+               "anime_pipeline_paper_text": {"num_frames": 8, "size": 32, "target_frames": 16}}
 
 
 # Workflows whose clip size SMALL does not set: they load the 12-frame 256x144 example clip (drawn on twos).
@@ -528,6 +530,7 @@ EXPECTED_VIDEO = {
     "modelscope_text_to_video_interpolate_upscale": {"frames": 6, "width": 256, "height": 256},  # 3 frames, x2, x4
     "anime_pipeline_paper": {"frames": 32, "width": 128, "height": 128},  # 8 SVD + 8 StreamingT2V at 32x32, x2, x4
     "anime_pipeline_paper_evaluate": {"frames": 32, "width": 128, "height": 128},
+    "anime_pipeline_paper_text": {"frames": 32, "width": 128, "height": 128},  # 8 ModelScope + 8 StreamingT2V, x2, x4
     "ganime_inbetween": {"frames": 3, "width": 512, "height": 256},  # 64x128 model frames, x4
     "lvcd_colorize_lineart": {"frames": 12, "width": 64, "height": 64},  # one output per lineart frame
     "lvcd_colorize_from_frames": {"frames": 12, "width": 64, "height": 64},
