@@ -210,8 +210,9 @@ def build_wan(config: dict, device, compute: torch.dtype, storage: torch.dtype |
     from diffusers import WanTransformer3DModel
 
     from animevideo.pipelines.anisora import loader
+    from animevideo.pipelines.checkpoint_io import empty_weights
 
-    with loader.empty_parameters():
+    with empty_weights(keep_buffers=True):
         tr = WanTransformer3DModel(**config)
     materialize_(tr, device, lambda k: loader.transformer_dtype_for(k, compute, storage), seed)
     if storage is not None:

@@ -44,7 +44,7 @@ def is_wan_vae(keys, shapes=None) -> bool:
 def _is_wan_folder(path: str) -> bool:
     from . import loader
 
-    return loader.is_wan_diffusers_folder(path)
+    return loader.is_wan_diffusers_folder(path) or loader.is_native_wan_folder(path)
 
 
 def _is_wan22_release_folder(path: str) -> bool:
