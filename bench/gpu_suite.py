@@ -21,7 +21,7 @@ Figures (issue numbers in brackets):
                     vs our transformer on the same fp8 weights (mapped by the pack's native key map, shared, not
                     copied) and inputs: one forward = one step at cfg 1, interleaved; the ratio core/own and the
                     outputs' max difference. Needs a ComfyUI checkout (--comfyui PATH or $COMFYUI_DIR), else skipped.
-  streamingt2v [16] a row that says "not in this build" until its code lands.
+  streamingt2v [16] StreamingT2V s/new frame extending 16 frames at 256x256 by two chunks, 50 steps.
 
     python bench/gpu_suite.py --out bench/gpu_results          # one H100: about 5 minutes (estimated)
     python bench/gpu_suite.py --comfyui ~/ComfyUI --out bench/gpu_results   # with the core-route figure
@@ -210,8 +210,9 @@ def build_wan(config: dict, device, compute: torch.dtype, storage: torch.dtype |
     from diffusers import WanTransformer3DModel
 
     from animevideo.pipelines.anisora import loader
+    from animevideo.pipelines.checkpoint_io import empty_weights
 
-    with loader.empty_parameters():
+    with empty_weights(keep_buffers=True):
         tr = WanTransformer3DModel(**config)
     materialize_(tr, device, lambda k: loader.transformer_dtype_for(k, compute, storage), seed)
     if storage is not None:
@@ -648,6 +649,64 @@ def run_interp(ctx: Ctx, fig: Figure) -> dict[str, Row]:
 
 
 # ---------------------------------------------------------------------------------------------
+# StreamingT2V s/frame (issue 16): the released architecture from the released key table, random weights
+# ---------------------------------------------------------------------------------------------
+
+def _released_streaming_t2v_state_dict(device, dtype, seed: int) -> dict:
+    """Random tensors in the shapes of the released streaming_t2v.ckpt (its key table, a test fixture)."""
+    import gzip
+
+    table = os.path.join(os.path.dirname(BENCH), "tests", "data", "reference_fixtures", "streaming_t2v",
+                         "released_keys.tsv.gz")
+    gen = torch.Generator(device=device).manual_seed(seed)
+    sd = {}
+    with gzip.open(table, "rt") as f:
+        for line in f:
+            key, shape = line.rstrip("\n").split("\t")
+            dims = tuple(int(x) for x in shape.split(",") if x)
+            sd[key] = (torch.randn(dims, generator=gen, device=device, dtype=torch.float32) * 0.02).to(dtype)
+    return sd
+
+
+def run_streamingt2v(ctx: Ctx, fig: Figure) -> dict[str, Row]:
+    from animevideo.pipelines.streaming_t2v import extend, loader, tiny
+
+    dtype = torch.float32 if ctx.smoke else torch.float16
+    if ctx.smoke:
+        sd, size, target, steps = tiny.build_tiny_state_dict(ctx.seed), 32, 24, 2
+    else:  # 16 given frames at 256x256 (the ModelScope variant's size) + 2 chunks of 8 new frames, 50 steps
+        sd, size, target, steps = _released_streaming_t2v_state_dict(ctx.device, dtype, ctx.seed), 256, 32, 50
+    model = loader.load_streaming_t2v("streaming_t2v.ckpt", dtype, None if ctx.smoke else torch.float32,
+                                      sd=sd).to(ctx.device)
+    del sd
+    width = model.text_encoder.config.hidden_size
+    gen = torch.Generator().manual_seed(ctx.seed)
+    # the text encoder's output for a prompt: its content does not change the time
+    pos = torch.randn(1, extend.NUM_TEXT_TOKENS, width, generator=gen).to(ctx.device, dtype)
+    neg = torch.randn(1, extend.NUM_TEXT_TOKENS, width, generator=gen).to(ctx.device, dtype)
+    clip = torch.rand(16, 3, size, size, generator=gen)
+
+    def call(frames, n_steps):
+        out = extend.extend_clip(model, clip, pos, neg, frames, steps=n_steps, seed=ctx.seed).frames
+        ctx.sync()
+        return out
+
+    call(24, 1)  # warm-up: kernels, allocator
+    ctx.reset_peak()
+    t = time.perf_counter()
+    out = call(target, steps)
+    seconds = time.perf_counter() - t
+    new_frames = out.shape[0] - 16
+    del model
+    ctx.free()
+    return {"streamingt2v_s_per_frame": _row(
+        fig, "streamingt2v_s_per_frame", seconds / max(1, new_frames), "s/new frame", ctx.peak_gib(),
+        f"released architecture (key table of streaming_t2v.ckpt), random weights, {dtype} (VAE fp32), 16 -> "
+        f"{out.shape[0]} frames at {size}x{size}, {steps} DDIM steps, cfg {extend.DEFAULT_CFG}; the official README: "
+        "about 1.4 s/frame on an A100 80 GB (preview setting)")}
+
+
+# ---------------------------------------------------------------------------------------------
 # the figures
 # ---------------------------------------------------------------------------------------------
 
@@ -674,9 +733,8 @@ def figures() -> list[Figure]:
                {"anisora_core_vs_own_s_per_step": "AniSora Wan 14B fp8: core WanModel vs ours, s/step ratio"},
                run_core_route, 60),
         Figure("streamingt2v",
-               {"streamingt2v_s_per_frame": "StreamingT2V s/frame, 256x256 extension (issue 16)"}, None, 60,
-               absent="" if _has("pipelines/streamingt2v", "pipelines/streaming_t2v") else
-               "no StreamingT2V pipeline in this tree (issue 16); TODO: run_streamingt2v"),
+               {"streamingt2v_s_per_frame": "StreamingT2V s/frame, 256x256 extension (issue 16)"}, run_streamingt2v,
+               60),
     ]
 
 

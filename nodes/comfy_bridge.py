@@ -73,6 +73,43 @@ def torch_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+# ComfyUI's dtype flags (comfy/cli_args.py), per role of pipelines/dtype_policy.py; they apply where the user
+# left dtype on auto, as core's own loaders do. --cpu-vae runs core's VAE on the CPU, where it computes in fp32.
+COMFY_DTYPE_FLAGS = {
+    "diffusion": (("fp32_unet", torch.float32), ("bf16_unet", torch.bfloat16), ("fp16_unet", torch.float16),
+                  ("fp8_e4m3fn_unet", torch.float8_e4m3fn), ("fp8_e5m2_unet", torch.float8_e5m2)),
+    "vae": (("fp16_vae", torch.float16), ("bf16_vae", torch.bfloat16), ("fp32_vae", torch.float32),
+            ("cpu_vae", torch.float32)),
+    "text_encoder": (("fp8_e4m3fn_text_enc", torch.float8_e4m3fn), ("fp8_e5m2_text_enc", torch.float8_e5m2),
+                     ("fp16_text_enc", torch.float16), ("bf16_text_enc", torch.bfloat16),
+                     ("fp32_text_enc", torch.float32)),
+}
+
+
+def comfy_flag_overrides(args):
+    """``fn(role, device) -> dtype or None`` for dtype_policy.set_flag_overrides, from ComfyUI's parsed
+    arguments (``comfy.cli_args.args``): the first flag set for the role, in core's order of precedence."""
+    def override(role: str, device: torch.device):
+        for flag, dtype in COMFY_DTYPE_FLAGS.get(role, ()):
+            if getattr(args, flag, False):
+                return dtype
+        return None
+    return override
+
+
+def install_dtype_flags(args=None):
+    """Make ComfyUI's dtype flags apply to the pack's ``auto`` dtypes (inside ComfyUI; ``args`` for tests)."""
+    from ..pipelines import dtype_policy
+
+    if args is None:
+        from comfy.cli_args import args
+    return dtype_policy.set_flag_overrides(comfy_flag_overrides(args))
+
+
+if IN_COMFYUI:
+    install_dtype_flags()
+
+
 def offload_device() -> torch.device:
     if IN_COMFYUI:
         return _mm.unet_offload_device()

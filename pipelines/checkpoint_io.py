@@ -230,7 +230,7 @@ def storage_dtype(path: str) -> torch.dtype | None:
 
 
 def read_tensors(source, select=None, rename=None, dtype_for=None) -> dict[str, torch.Tensor]:
-    """The tensors whose names ``select(key)`` accepts (all by default), each cast to ``dtype_for(key)`` as it
+    """The tensors whose names ``select(key)`` accepts (all by default), each cast to ``dtype_for(key)`` (None: as stored) as it
     is read and stored under ``rename(key)``: peak memory stays near the selected part in its final dtype.
     ``source``: a path (safetensors are read one tensor at a time) or an already read state dict, whose
     selected tensors are popped as they are converted (read a pickle once, take its parts one by one)."""
@@ -238,7 +238,8 @@ def read_tensors(source, select=None, rename=None, dtype_for=None) -> dict[str, 
     rename = rename or (lambda k: k)
 
     def cast(k, v):
-        return v.to(dtype_for(k)) if dtype_for is not None and v.is_floating_point() else v
+        d = dtype_for(k) if dtype_for is not None else None  # None: keep the stored dtype
+        return v.to(d) if d is not None and v.is_floating_point() else v
 
     if isinstance(source, str) and is_safetensors(source):
         from safetensors import safe_open

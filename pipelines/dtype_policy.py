@@ -126,6 +126,11 @@ def resolve_dtype(name: str | None, device, *, file_dtype: torch.dtype | None = 
         return DtypeChoice(dtype, dtype, f"{name} asked for")
 
     forced = flag_override(role, device)
+    if forced is not None and ((forced in FP8 and not supports_fp8) or (forced == torch.float16 and not supports_half)
+                               or (forced == torch.bfloat16 and not supports_bf16)):
+        forced = None  # a flag for a type this model cannot hold: auto decides, as for models core cannot cast
+    if forced in HALF and not gpu and not half_on_cpu:
+        forced = torch.float32
     if forced is not None:
         if forced in FP8:
             return DtypeChoice(fp8_compute, forced, f"{_name_of(forced)} storage forced by a command-line flag")

@@ -42,7 +42,7 @@ ENTRY_MODULES = (
     "t2v.loader",  # before SVD: I2VGen-XL's folder has unet/, vae/ and image_encoder/ as SVD's does
     "lvcd.loader",
     "svd.loader",
-    "anisora.architectures",  # Wan2.1 transformer and VAE (the Wan loading code moves to backbones/wan/)
+    "backbones.wan.architectures",  # Wan2.2-I2V experts, Wan transformers, the Wan2.1 VAE
     "backbones.cogvideox.loader",
     "upscale.loader",
     "interpolate.loader",
@@ -59,6 +59,7 @@ KIND_NAMES = {
     "svd_image_encoder": "an SVD image encoder (OpenCLIP ViT-H)",
     "svd_controlnet": "an LVCD checkpoint (sketch ControlNet and fine-tuned attention)",
     "wan_transformer": "a Wan2.1 video transformer (AniSora V2/V3)",
+    "wan22_expert": "a Wan2.2-I2V-A14B expert (AniSora V3.2, high- or low-noise)",
     "wan_vae": "a Wan2.1 VAE",
     "cogvideox": "a CogVideoX image-to-video transformer (AniSora V1)",
     "cogvideox_vae": "a CogVideoX VAE",

@@ -163,7 +163,7 @@ def test_unknown_files_get_clear_errors(tmp_path):
 
     p = str(tmp_path / "other.safetensors")
     save_file({"foo.weight": torch.zeros(2)}, p)
-    with pytest.raises(AnimeVideoModelError, match="neither a Wan2.1 transformer"):
+    with pytest.raises(AnimeVideoModelError, match="is an unknown model .*, not a Wan2.1 video transformer"):
         loader.detect_backbone(p)
     with pytest.raises(AnimeVideoModelError, match="not a Wan2.1 VAE"):
         loader.load_wan_vae(p)

@@ -110,3 +110,33 @@ def test_storage_dtype_is_read_from_the_header(tmp_path):
     save_file({"w": torch.zeros(64, 64).to(F8), "scale": torch.ones(1)}, str(fp8))
     assert storage_dtype(str(fp8)) == F8
     assert storage_dtype(str(tmp_path / "x.pth")) is None and storage_dtype(str(tmp_path)) is None
+
+
+def test_comfyui_flags_through_the_bridge_hook():
+    """nodes/comfy_bridge.py maps ComfyUI's parsed flags (comfy.cli_args.args, here a stand-in) to roles and
+    installs them through the policy's one hook: --fp16-unet / --fp8_e4m3fn-unet reach the SVD UNet and the Wan
+    transformer on auto only, --bf16-vae the VAE role, and a flag for a type a model cannot hold is ignored."""
+    from types import SimpleNamespace
+
+    from animevideo.nodes import comfy_bridge
+    from animevideo.pipelines.backbones.wan import loader as wan_loader
+    from animevideo.pipelines.svd import loader as svd_loader
+    from animevideo.pipelines.upscale import loader as upscale_loader
+
+    args = SimpleNamespace(fp16_unet=True, bf16_unet=False, fp32_unet=False, bf16_vae=True,
+                           fp8_e4m3fn_text_enc=True)
+    comfy_bridge.install_dtype_flags(args)
+    assert svd_loader.resolve_dtype("auto", "cpu") == torch.float16
+    assert svd_loader.resolve_dtype("fp32", "cpu") == torch.float32  # the node's explicit choice wins
+    assert wan_loader.resolve_dtype("auto", CPU) == (torch.float16, None)
+    assert wan_loader.resolve_dtype("bf16", CPU) == (torch.bfloat16, None)
+    assert pair(resolve_dtype("auto", CPU, role="vae")) == (torch.bfloat16, torch.bfloat16)
+    assert pair(resolve_dtype("auto", CPU, role="text_encoder")) == (torch.float32, torch.float32)  # no fp8 here
+    assert pair(resolve_dtype("auto", CPU, role="text_encoder", supports_fp8=True)) == (torch.float32, F8)
+    assert upscale_loader.resolve_dtype("auto", "cpu") == torch.float32  # no flag for the "other" role
+    comfy_bridge.install_dtype_flags(SimpleNamespace(fp8_e4m3fn_unet=True))
+    assert wan_loader.resolve_dtype("auto", CPU) == (torch.float32, F8)  # fp8 storage, computing in fp32 on CPU
+    assert svd_loader.resolve_dtype("auto", "cpu") == torch.float32  # the SVD UNet does not keep fp8
+    comfy_bridge.install_dtype_flags(SimpleNamespace())
+    assert svd_loader.resolve_dtype("auto", "cpu") == torch.float32 and wan_loader.resolve_dtype("auto", CPU) == (
+        torch.float32, None)

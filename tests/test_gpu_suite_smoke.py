@@ -21,11 +21,11 @@ REQUIRED = [
     "lvcd_s_per_frame",  # issue 5
     "animesr_fps", "realesr_animevideov3_fps",  # issue 7
     "animeinterp_x2_fps",  # issue 8
+    "streamingt2v_s_per_frame",  # issue 16
 ]
 # Rows that may carry a labelled skip instead of a value: (status, words the note must contain). The core-route
-# figure needs ComfyUI (it runs when COMFYUI_DIR names a checkout); StreamingT2V's code is not in the tree yet.
-HOOKS = {"anisora_core_vs_own_s_per_step": ("skipped", "needs ComfyUI"),  # issue 11
-         "streamingt2v_s_per_frame": ("not in this build", "StreamingT2V")}  # issue 16
+# figure needs ComfyUI (it runs when COMFYUI_DIR names a checkout).
+HOOKS = {"anisora_core_vs_own_s_per_step": ("skipped", "needs ComfyUI")}  # issue 11
 
 
 @pytest.fixture(scope="module")

@@ -39,6 +39,22 @@ def test_loader_lists_both_layouts_and_caches_the_second_load(models_env):
     assert second.model is first.model and MODEL_CACHE.hits == hits + 1
 
 
+def test_svd_loader_does_not_list_the_i2vgen_xl_folder(models_env):
+    """I2VGen-XL's diffusers folder has unet/ vae/ image_encoder/ like SVD's; its unet/config.json names another
+    UNet class, so Load SVD does not offer it."""
+    import os
+
+    from animevideo.pipelines.svd import loader as svd_loader
+    from animevideo.pipelines.t2v import tiny as t2v_tiny
+
+    folder = os.path.join(models_env, t2v_tiny.I2VGENXL_FOLDER)
+    assert all(os.path.isdir(os.path.join(folder, sub)) for sub in ("unet", "vae", "image_encoder"))
+    names = svd_nodes.AnimeVideoLoadSVD.INPUT_TYPES()["required"]["ckpt_name"][0]
+    assert os.path.basename(t2v_tiny.I2VGENXL_FOLDER) not in names
+    assert "stable-video-diffusion-img2vid-xt" in names
+    assert not svd_loader.is_diffusers_svd_folder(folder)
+
+
 def test_missing_model_message_names_folder_files_and_source(models_env):
     msg = svd_nodes.AnimeVideoLoadSVD.VALIDATE_INPUTS("svd_xt_1_1.safetensors")
     assert isinstance(msg, str)

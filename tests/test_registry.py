@@ -22,6 +22,8 @@ TINY_EXPECTED = {
     "diffusers/stable-video-diffusion-img2vid-xt": "svd",
     "lvcd/lvcd-fp16.safetensors": "lvcd",
     "diffusion_models/anisora_v3_i2v_14b.safetensors": "wan_transformer",
+    "diffusion_models/wan2.2_i2v_high_noise_14B_fp16.safetensors": "wan22_i2v_expert",
+    "diffusion_models/wan2.2_i2v_low_noise_14B_fp16.safetensors": "wan22_i2v_expert",
     "vae/wan_2.1_vae.safetensors": "wan_vae",
     "diffusers/Index-anisora-5B-diffusers": "cogvideox",
     "upscale_models/AnimeSR_v2.pth": "animesr",
@@ -40,6 +42,7 @@ TINY_EXPECTED = {
     "diffusers/text-to-video-ms-1.7b": "modelscope_t2v",
     "diffusers/i2vgen-xl": "i2vgenxl",
     "streaming_t2v/streaming_t2v.ckpt": "streaming_t2v",
+    "streaming_t2v/tokenizer": None,  # ModelScope's tokenizer files beside the checkpoint: no weights, no entry
 }
 
 
@@ -53,7 +56,7 @@ def test_every_tiny_model_is_identified(tiny_models_dir):
     assert sorted(written) == sorted(TINY_EXPECTED), "a tiny model without its expected registry entry (or gone)"
     for rel in written:
         arch = registry.identify(os.path.join(tiny_models_dir, rel))
-        assert arch is not None and arch.id == TINY_EXPECTED[rel], (rel, arch)
+        assert (arch and arch.id) == TINY_EXPECTED[rel], (rel, arch)
 
 
 def test_identification_never_reads_the_file_name(tiny_models_dir, tmp_path):
@@ -134,6 +137,30 @@ def test_sat_cogvideox_files_and_diffusers_wan_vae_are_identified(tmp_path):
     folder = tmp_path / "wan"
     wan_tiny.write_diffusers_folder(str(folder), wan_tiny.build_tiny_transformer(0), wan_tiny.build_tiny_vae(0))
     assert registry.identify(str(folder)).id == "wan_transformer"
+
+
+def test_wan22_experts_are_told_from_wan21_i2v(tiny_models_dir, tmp_path):
+    """A Wan2.2-I2V-A14B expert (36 input channels, no CLIP-image branch) is named as one, in every layout the
+    loaders read, and Load AniSora's Wan2.1 kind refuses it naming Load AniSora Wan2.2."""
+    from animevideo.pipelines.backbones.wan import keys as wan_keys
+    from animevideo.pipelines.backbones.wan import tiny as wan_tiny
+    from animevideo.pipelines.backbones.wan import tiny22
+
+    high, low = tiny22.build_tiny_experts(0)
+    native = wan_keys.transformer_to_native(high.state_dict())
+    for sd in (high.state_dict(), native, {"model.diffusion_model." + k: v for k, v in native.items()}):
+        assert registry.identify(sd).id == "wan22_i2v_expert"
+    assert registry.identify(wan_tiny.build_tiny_transformer(0).state_dict()).id == "wan_transformer"
+    release = tmp_path / "Wan2.2-I2V-A14B"
+    tiny22.write_native_release(str(release), high, low, wan_tiny.build_tiny_vae(0))
+    assert registry.identify(str(release)).id == "wan22_i2v_expert"
+    expert = os.path.join(tiny_models_dir, tiny22.HIGH_NOISE_FILE)
+    assert registry.describe(expert).startswith("a Wan2.2-I2V-A14B transformer expert")
+    with pytest.raises(AnimeVideoModelError) as e:
+        registry.require(expert, "wan_transformer")
+    assert "Wan2.2-I2V-A14B transformer expert" in str(e.value) and "Load AniSora Wan2.2" in str(e.value)
+    loaded = registry.load(expert, "wan22_expert")
+    assert loaded.config.image_dim is None and loaded.config.in_channels == 36
 
 
 # ---------------------------------------------------------------------------------------------

@@ -9,13 +9,13 @@ import os
 
 import torch
 
-from .. import dependencies
+from .. import dependencies, registry
+from ..backbones.cogvideox.detect import is_cogvideox_folder  # noqa: F401  (re-exported)
 from ..checkpoint_io import explain_load_errors
 from ..errors import AnimeVideoModelError
-from ..backbones.wan import keys as wan_keys
 from ..backbones.wan import loader as wan_loader
 from ..backbones.wan.loader import (  # noqa: F401  (re-exported: the registry and tests reach them here)
-    DTYPES, TORCH_DTYPES, _folder_class, cast_like_diffusers, empty_parameters, is_block_linear_weight,
+    DTYPES, TORCH_DTYPES, _folder_class, cast_like_diffusers, is_block_linear_weight,
     is_native_wan_folder, is_wan_diffusers_folder, keeps_fp32, load_wan_transformer, load_wan_vae, peek, read_cast,
     resolve_dtype, store_linears, transformer_dtype_for)
 from .model import AniSoraModel
@@ -35,16 +35,6 @@ def _cogvideox_module():
     return cogvideox, None
 
 
-def is_cogvideox_folder(path: str) -> bool:
-    if not os.path.isdir(path):
-        return False
-    mod, _ = _cogvideox_module()
-    fn = getattr(mod, "is_cogvideox_folder", None) if mod else None
-    if fn is not None:
-        return bool(fn(path))
-    return _folder_class(path, "transformer") == "CogVideoXTransformer3DModel"
-
-
 def is_anisora_folder(path: str) -> bool:
     """A folder Load AniSora takes: diffusers Wan or CogVideoX, or a native Wan folder (config.json beside one
     weights file or shards with their index, as Wan-AI and AniSora publish them)."""
@@ -59,27 +49,21 @@ def is_anisora_wan22_folder(path: str) -> bool:
     return wan_loader.expert_folders(path) is not None
 
 
+# The registry kinds Load AniSora takes: a Wan2.2 expert is accepted here so that the Wan loader's layout check
+# names Load AniSora Wan2.2 for it (as for text-to-video Wan files).
+ANISORA_KINDS = ("wan_transformer", "wan22_expert", "cogvideox")
+
+
 def detect_backbone(path: str) -> str:
-    """'wan' or 'cogvideox' for a transformer file or diffusers folder; a clear error otherwise."""
-    if os.path.isdir(path):
-        if is_wan_diffusers_folder(path) or is_native_wan_folder(path):
-            return "wan"
-        if is_cogvideox_folder(path):
-            return "cogvideox"
-        raise AnimeVideoModelError(
-            f"'{os.path.basename(path)}' is a folder but not a Wan or CogVideoX model (no "
-            "transformer/config.json naming WanTransformer3DModel or CogVideoXTransformer3DModel, and no "
-            f"config.json beside native Wan weights). {EXPECTED_WAN}")
-    keys, _ = peek(path)
-    if wan_keys.is_wan_transformer(keys):
+    """'wan' or 'cogvideox' for a transformer file or folder; the registry's message (what the file is, what
+    was expected) otherwise."""
+    if os.path.isdir(path) and wan_loader.expert_folders(path) is None and (
+            is_wan_diffusers_folder(path) or is_native_wan_folder(path)):
         return "wan"
-    mod, err = _cogvideox_module()
-    if mod is not None and getattr(mod, "is_cogvideox_state_dict", None) and mod.is_cogvideox_state_dict(keys):
-        return "cogvideox"
-    hint = "" if mod is not None else f" (the CogVideoX/AniSora V1 backbone is not available here: {err})"
-    raise AnimeVideoModelError(
-        f"'{os.path.basename(path)}' is neither a Wan2.1 transformer (no 'head.modulation'/'patch_embedding') "
-        f"nor a CogVideoX transformer{hint}. {EXPECTED_WAN}")
+    release = os.path.isdir(path) and wan_loader.expert_folders(path) is not None  # both experts: not one model
+    kinds = tuple(k for k in ANISORA_KINDS if not (release and k == "wan22_expert"))
+    arch = registry.require(path, kinds, expected=EXPECTED_WAN)
+    return "cogvideox" if arch.kind == "cogvideox" else "wan"
 
 
 def folder_has_vae(path: str) -> bool:

@@ -8,6 +8,7 @@ Both give the same :class:`SVDModel`, so every sampler and node is layout-agnost
 """
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass, field
 
@@ -123,8 +124,23 @@ def _variant(folder: str, stem: str) -> str | None:
     )
 
 
+SVD_UNET_CLASS = "UNetSpatioTemporalConditionModel"
+
+
 def is_diffusers_svd_folder(path: str) -> bool:
-    return all(os.path.isdir(os.path.join(path, sub)) for sub in ("unet", "vae", "image_encoder"))
+    """unet/ vae/ image_encoder/, with an SVD UNet where unet/config.json names its class (I2VGen-XL's folder has
+    the same three sub-folders around an I2VGenXLUNet)."""
+    if not all(os.path.isdir(os.path.join(path, sub)) for sub in ("unet", "vae", "image_encoder")):
+        return False
+    config = os.path.join(path, "unet", "config.json")
+    if not os.path.isfile(config):
+        return True
+    try:
+        with open(config, encoding="utf-8") as f:
+            cls = json.load(f).get("_class_name")
+    except (OSError, ValueError, AttributeError):
+        return True  # unreadable: the load itself says what is wrong
+    return cls in (None, SVD_UNET_CLASS)
 
 
 def load_diffusers_folder(path: str, dtype: torch.dtype) -> SVDModel:

@@ -17,15 +17,16 @@ def run_probe(comfy, script, scratch) -> dict:
     return json.loads(r.stdout.strip().splitlines()[-1])
 
 
-def boot_comfy_with_pack(comfy_dir, pack_root, scratch):
-    """In a probe script (ComfyUI's Python): ComfyUI's modules importable with its CPU arguments, input/ and
+def boot_comfy_with_pack(comfy_dir, pack_root, scratch, extra_args=()):
+    """In a probe script (ComfyUI's Python): ComfyUI's modules importable with its CPU arguments (and
+    ``extra_args``, parsed by core's own argument parser: e.g. ``--fp16-unet``), input/ and
     output/ in ``scratch`` (the pack copies its example inputs there), and the pack imported as ComfyUI imports
     it, as the package ``AnimeVideo``. Returns the pack module."""
     import importlib.util
     import sys
     import tempfile
 
-    sys.argv = [sys.argv[0], "--cpu"]
+    sys.argv = [sys.argv[0], "--cpu", *extra_args]
     sys.path.insert(0, comfy_dir)
     import comfy.options
 

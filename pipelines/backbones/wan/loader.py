@@ -8,7 +8,6 @@ Everything is read from local files; configs come from tensor shapes, never from
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
@@ -17,8 +16,9 @@ import types
 import torch
 import torch.nn.functional as F
 
-from ...checkpoint_io import (SAFETENSORS_EXTENSIONS, explain_load_errors, own_module_tensors, owned_tensors,
-                              read_state_dict)
+from ... import dtype_policy
+from ...checkpoint_io import (SAFETENSORS_EXTENSIONS, empty_weights, explain_load_errors, materialize,
+                              own_module_tensors, read_keys, read_metadata, read_tensors)
 from ...errors import AnimeVideoModelError
 from . import keys as wan_keys
 
@@ -35,24 +35,18 @@ FP8_DTYPES = (torch.float8_e4m3fn, torch.float8_e5m2)
 
 def resolve_dtype(name: str, device: torch.device,
                   stored: torch.dtype | None = None) -> tuple[torch.dtype, torch.dtype | None]:
-    """Wan's dtype policy: (compute dtype, storage dtype for the block linears or None = same as compute).
+    """The pack's dtype policy (pipelines/dtype_policy.py) for a Wan transformer: (compute dtype, storage dtype
+    for the block linears or None = same as compute).
 
     ``stored`` is the file's own dtype for those weights (:func:`stored_dtype`). ``auto`` keeps an fp8 file in
     fp8 (its weights stay 8-bit in memory and each layer upcasts as it runs) and otherwise computes in bf16 on a
-    GPU (fp16 without bf16 support), fp32 on the CPU."""
-    device = torch.device(device)
-    on_gpu = device.type == "cuda"
-    if name == "auto":
-        storage = stored if stored in FP8_DTYPES else None
-        if on_gpu:
-            return (torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16), storage
-        return torch.float32, storage
-    if name == "fp8_e4m3fn":
-        compute = torch.bfloat16 if on_gpu else torch.float32
-        return compute, torch.float8_e4m3fn
-    if name in TORCH_DTYPES:
-        return TORCH_DTYPES[name], None
-    raise AnimeVideoModelError(f"dtype: '{name}' is not one of {', '.join(DTYPES)}.")
+    GPU (fp16 without bf16 support), fp32 on the CPU; ComfyUI's --*-unet flags apply to ``auto``. A half file
+    is not "kept": Wan computes in bf16 whatever half type the file holds, so only an fp8 dtype is passed on."""
+    if name not in DTYPES:
+        raise AnimeVideoModelError(f"dtype: '{name}' is not one of {', '.join(DTYPES)}.")
+    choice = dtype_policy.resolve_dtype(name, device, file_dtype=stored if stored in FP8_DTYPES else None,
+                                        supports_fp8=True, role="diffusion", half=torch.bfloat16)
+    return choice.compute, (choice.storage if choice.storage != choice.compute else None)
 
 
 def _fp8_linear_forward(self, x):
@@ -153,12 +147,7 @@ def weight_files(path: str) -> list[str]:
 
 
 def _peek_file(path: str) -> tuple[list[str], dict]:
-    if path.lower().endswith(SAFETENSORS_EXTENSIONS):
-        from safetensors import safe_open
-
-        with explain_load_errors(os.path.basename(path), path), safe_open(path, framework="pt") as f:
-            return list(f.keys()), dict(f.metadata() or {})
-    return list(read_state_dict(path).keys()), {}
+    return read_keys(path), read_metadata(path)
 
 
 def peek(path: str) -> tuple[list[str], dict]:
@@ -280,24 +269,6 @@ def is_wan_diffusers_folder(path: str) -> bool:
 # Loading
 # ---------------------------------------------------------------------------------------------
 
-@contextlib.contextmanager
-def empty_parameters():
-    """Create modules with parameters on the meta device (no memory, no init); buffers stay real."""
-    original = torch.nn.Module.register_parameter
-
-    def register(module, name, param):
-        original(module, name, param)
-        if param is not None:
-            p = module._parameters[name]
-            module._parameters[name] = torch.nn.Parameter(p.to("meta"), requires_grad=p.requires_grad)
-
-    torch.nn.Module.register_parameter = register
-    try:
-        yield
-    finally:
-        torch.nn.Module.register_parameter = original
-
-
 def keeps_fp32(diffusers_key: str) -> bool:
     """Parameters diffusers keeps in float32 whatever the model dtype (WanTransformer3DModel's
     ``_keep_in_fp32_modules``: rope, time embedder, modulation tables, norms), matched as diffusers does."""
@@ -339,23 +310,9 @@ def read_cast(path: str, dtype_for) -> dict[str, torch.Tensor]:
     """Read a checkpoint (one file or every shard of a sharded one) casting each tensor as it is read
     (``dtype_for(key) -> dtype``, None = keep the stored dtype): a 65 GB fp32 file loaded as bf16 needs ~33 GB,
     not 65 + 33."""
-    def cast(k, v):
-        d = dtype_for(k)
-        return v.to(d) if d is not None and v.is_floating_point() else v
-
     out = {}
     for file in weight_files(path):
-        if file.lower().endswith(SAFETENSORS_EXTENSIONS):
-            from safetensors import safe_open
-
-            part = {}
-            with explain_load_errors(os.path.basename(file), file), safe_open(file, framework="pt") as f:
-                for k in f.keys():
-                    part[k] = cast(k, f.get_tensor(k))
-            out.update(owned_tensors(part))
-        else:
-            sd = read_state_dict(file)
-            out.update({k: cast(k, sd.pop(k)) for k in list(sd)})
+        out.update(read_tensors(file, dtype_for=dtype_for))
     return out
 
 
@@ -456,13 +413,9 @@ def load_wan_transformer(path: str, compute: torch.dtype, storage: torch.dtype |
         sd, scales, meta = read_native_transformer(path, compute, storage)
         head_dim = int(meta.get(wan_keys.HEAD_DIM_METADATA, 0)) or None
         cfg = wan_keys.transformer_config(sd, head_dim)
-        with empty_parameters():
+        with empty_weights(keep_buffers=True):  # the rotary tables are buffers computed at construction
             model = WanTransformer3DModel(**cfg)
-        try:
-            model.load_state_dict(sd, strict=True, assign=True)
-        except RuntimeError as e:
-            raise AnimeVideoModelError(
-                f"'{name}' has Wan weights this layout does not expect: {str(e)[:600]}") from None
+        materialize(model, sd, f"Wan transformer '{name}'")
     check_layout(name, model.config, layout)
     if storage is not None or scales:
         store_linears(model, storage, scales)
@@ -494,14 +447,9 @@ def load_wan_vae(path: str, dtype: torch.dtype = torch.float32):
         return own_module_tensors(AutoencoderKLWan.from_pretrained(sub, torch_dtype=dtype, local_files_only=True)).eval()
     sd = wan_keys.vae_to_diffusers(read_cast(path, lambda k: dtype))
     cfg = wan_keys.vae_config(sd)
-    with empty_parameters():
+    with empty_weights(keep_buffers=True):
         vae = AutoencoderKLWan(**cfg)
-    try:
-        vae.load_state_dict(sd, strict=True, assign=True)
-    except RuntimeError as e:
-        raise AnimeVideoModelError(
-            f"'{os.path.basename(path)}' is not a complete Wan2.1 VAE: {str(e)[:600]}") from None
-    return vae.eval().requires_grad_(False)
+    return materialize(vae, sd, f"Wan2.1 VAE '{os.path.basename(path)}'")
 
 
 # ---------------------------------------------------------------------------------------------
