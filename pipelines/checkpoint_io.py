@@ -507,3 +507,16 @@ def unwrap_state_dict(obj) -> dict[str, torch.Tensor]:
     if not isinstance(obj, dict):
         raise AnimeVideoModelError("The checkpoint does not contain a state dict of tensors.")
     return {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+
+
+def safetensors_variant(folder: str, stem: str) -> str | None:
+    """The diffusers ``variant`` of a component folder's weights: None for ``stem.safetensors``, "fp16" for
+    ``stem.fp16.safetensors``; only safetensors weights are loaded from diffusers folders."""
+    files = os.listdir(folder) if os.path.isdir(folder) else []
+    if f"{stem}.safetensors" in files:
+        return None
+    if f"{stem}.fp16.safetensors" in files:
+        return "fp16"
+    raise AnimeVideoModelError(
+        f"'{folder}' has no {stem}.safetensors (or .fp16.safetensors). Only safetensors weights are loaded; "
+        "download the folder's safetensors files.")

@@ -16,7 +16,7 @@ import torch
 
 from .. import dtype_policy
 from ..checkpoint_io import (empty_weights, is_safetensors, materialize, own_module_tensors, read_shapes,
-                             read_state_dict, take_prefix)
+                             read_state_dict, safetensors_variant, take_prefix)
 from ..errors import AnimeVideoModelError
 from .. import registry
 from ..registry import Architecture, keys_only
@@ -112,16 +112,6 @@ def load_sgm_single_file(path: str, dtype: torch.dtype) -> SVDModel:
 # diffusers folder
 # ---------------------------------------------------------------------------------------------
 
-def _variant(folder: str, stem: str) -> str | None:
-    files = os.listdir(folder) if os.path.isdir(folder) else []
-    if f"{stem}.safetensors" in files:
-        return None
-    if f"{stem}.fp16.safetensors" in files:
-        return "fp16"
-    raise AnimeVideoModelError(
-        f"'{folder}' has no {stem}.safetensors (or .fp16.safetensors). Only safetensors weights are loaded; "
-        "download the folder's safetensors files."
-    )
 
 
 SVD_UNET_CLASS = "UNetSpatioTemporalConditionModel"
@@ -159,13 +149,13 @@ def load_diffusers_folder(path: str, dtype: torch.dtype) -> SVDModel:
     try:
         unet = UNetSpatioTemporalConditionModel.from_pretrained(
             path, subfolder="unet", torch_dtype=dtype,
-            variant=_variant(os.path.join(path, "unet"), "diffusion_pytorch_model"), **common)
+            variant=safetensors_variant(os.path.join(path, "unet"), "diffusion_pytorch_model"), **common)
         vae = AutoencoderKLTemporalDecoder.from_pretrained(
             path, subfolder="vae", torch_dtype=vae_dtype_for(dtype),
-            variant=_variant(os.path.join(path, "vae"), "diffusion_pytorch_model"), **common)
+            variant=safetensors_variant(os.path.join(path, "vae"), "diffusion_pytorch_model"), **common)
         clip = CLIPVisionModelWithProjection.from_pretrained(
             os.path.join(path, "image_encoder"), dtype=dtype,
-            variant=_variant(os.path.join(path, "image_encoder"), "model"), **common)
+            variant=safetensors_variant(os.path.join(path, "image_encoder"), "model"), **common)
     except AnimeVideoModelError:
         raise
     except (OSError, ValueError, RuntimeError) as e:

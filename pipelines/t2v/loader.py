@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..checkpoint_io import own_module_tensors
+from ..checkpoint_io import own_module_tensors, safetensors_variant
 from ..errors import AnimeVideoModelError
 
 MODELSCOPE = "ModelScopeT2V"
@@ -139,15 +139,6 @@ def require_kind(path: str, expected: str):
         f"{RELEASED[expected]}{extra}.")
 
 
-def _variant(folder: str, stem: str) -> str | None:
-    files = os.listdir(folder) if os.path.isdir(folder) else []
-    if f"{stem}.safetensors" in files:
-        return None
-    if f"{stem}.fp16.safetensors" in files:
-        return "fp16"
-    raise AnimeVideoModelError(
-        f"'{folder}' has no {stem}.safetensors (or .fp16.safetensors). Only safetensors weights are loaded; "
-        "download the folder's safetensors files.")
 
 
 def vae_dtype_for(vae_config: dict, dtype: torch.dtype) -> torch.dtype:
@@ -194,21 +185,21 @@ def load_folder(path: str, dtype: torch.dtype, expected: str) -> T2VModel:
     image_encoder, extras = None, {}
     try:
         unet = unet_cls.from_pretrained(path, subfolder="unet", torch_dtype=dtype,
-                                        variant=_variant(os.path.join(path, "unet"), "diffusion_pytorch_model"),
+                                        variant=safetensors_variant(os.path.join(path, "unet"), "diffusion_pytorch_model"),
                                         **common)
         vae_cfg = AutoencoderKL.load_config(os.path.join(path, "vae"))
         vae = AutoencoderKL.from_pretrained(path, subfolder="vae",
                                             torch_dtype=vae_dtype_for(vae_cfg, dtype),
-                                            variant=_variant(os.path.join(path, "vae"), "diffusion_pytorch_model"),
+                                            variant=safetensors_variant(os.path.join(path, "vae"), "diffusion_pytorch_model"),
                                             **common)
         text_encoder = CLIPTextModel.from_pretrained(
             os.path.join(path, "text_encoder"), dtype=dtype,
-            variant=_variant(os.path.join(path, "text_encoder"), "model"), **common)
+            variant=safetensors_variant(os.path.join(path, "text_encoder"), "model"), **common)
         tokenizer = CLIPTokenizer.from_pretrained(os.path.join(path, "tokenizer"), local_files_only=True)
         if expected == I2VGENXL:
             image_encoder = CLIPVisionModelWithProjection.from_pretrained(
                 os.path.join(path, "image_encoder"), dtype=dtype,
-                variant=_variant(os.path.join(path, "image_encoder"), "model"), **common)
+                variant=safetensors_variant(os.path.join(path, "image_encoder"), "model"), **common)
             fe = _read_json(os.path.join(path, "feature_extractor", "preprocessor_config.json")) or {}
             crop = fe.get("crop_size") or {}
             extras = dict(image_mean=tuple(fe.get("image_mean", T2VModel.image_mean)),
