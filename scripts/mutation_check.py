@@ -319,6 +319,27 @@ BREAKS: list[Break] = [
           "nodes/comfy_bridge.py", r"        if not keep_on_gpu:\n            off = offload_device\(\)",
           "        if False:\n            off = offload_device()",
           _t("tests/test_loader_factory.py::test_outside_comfyui_a_run_moves_the_model_and_puts_it_back_unless_kept")),
+    # ---------------------------------------------------------------- Wan2.2 experts, StreamingT2V, text-to-video
+    Break("wan22.expert_switch", "t >= boundary*1000 goes to the high-noise expert, the rest to the low-noise one",
+          "pipelines/anisora/wan.py", r"return self\.boundary is None or float\(t\) >= self\.boundary",
+          "return True", _t("tests/test_anisora_wan22.py::test_both_experts_matter")),
+    Break("stt2v.merger_groupnorm", "the CAM merger normalises x (GroupNorm over C/G, F, H, W) before attending",
+          "pipelines/streaming_t2v/model.py", r"xn = self\.norm\(x\.permute\(0, 2, 1, 3, 4\)\)",
+          "xn = x.permute(0, 2, 1, 3, 4)",
+          _t("tests/test_streaming_t2v_model.py::test_cam_merger_matches_float64_rederivation")),
+    Break("stt2v.apm_gate", "APM image tokens enter through SiLU(alpha), not alpha",
+          "pipelines/streaming_t2v/model.py", r"return text \+ mixed \* F\.silu\(attn\.alpha\)",
+          "return text + mixed * attn.alpha",
+          _t("tests/test_streaming_t2v_model.py::test_apm_token_mixing_matches_float64_rederivation")),
+    Break("stt2v.appends_last_8", "each chunk appends its LAST 8 frames",
+          "pipelines/streaming_t2v/extend.py", r"chunk\[CHUNK_FRAMES - NEW_FRAMES:\]", "chunk[:NEW_FRAMES]",
+          _t("tests/test_streaming_t2v_extend.py::test_loop_appends_the_last_8_frames_of_each_chunk")),
+    Break("t2v.cfg", "classifier-free guidance: uncond + s * (cond - uncond) on the [uncond; cond] batch",
+          "pipelines/t2v/sampler.py", r"uncond, cond = pred\.chunk\(2\)", "cond, uncond = pred.chunk(2)",
+          _t("tests/test_t2v_parity.py::test_modelscope_matches_diffusers")),
+    Break("registry.svd_vae", "the registry tells an SVD VAE by its temporal decoder",
+          "pipelines/svd/detect.py", r"any\(k\.startswith\(\"decoder\.\"\) and \(\"\.time_stack\.\" in k or \"time_mix\" in k\) for k in ks\)",
+          "False", _t("tests/test_registry.py::test_svd_parts_alone_are_identified_with_and_without_their_prefix")),
 ]
 
 
