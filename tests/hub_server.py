@@ -122,13 +122,12 @@ class _Handler(BaseHTTPRequestHandler):
         self._answer(with_body=True)
 
 
-class HubServer:
-    """``with HubServer() as hub:`` serves ``hub.files`` at ``hub.endpoint`` until the block ends."""
+class LocalServer:
+    """``with LocalServer(handler_class) as server:`` serves on a free 127.0.0.1 port (``server.endpoint``) in a
+    background thread until the block ends."""
 
-    def __init__(self):
-        self.files = HubFiles()
-        handler = type("Handler", (_Handler,), {"hub": self.files})
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    def __init__(self, handler_class):
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler_class)
         self.httpd.daemon_threads = True
         self.endpoint = f"http://127.0.0.1:{self.httpd.server_address[1]}"
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
@@ -142,6 +141,14 @@ class HubServer:
         self.httpd.server_close()
         self.thread.join(timeout=5)
         return False
+
+
+class HubServer(LocalServer):
+    """``with HubServer() as hub:`` serves ``hub.files`` at ``hub.endpoint`` until the block ends."""
+
+    def __init__(self):
+        self.files = HubFiles()
+        super().__init__(type("Handler", (_Handler,), {"hub": self.files}))
 
 
 def unused_endpoint() -> str:

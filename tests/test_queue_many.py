@@ -7,11 +7,11 @@ import io
 import json
 import os
 import sys
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import pytest
 
+from hub_server import LocalServer
 from pack_paths import ROOT
 
 sys.path.insert(0, os.path.join(ROOT, "scripts"))
@@ -23,7 +23,7 @@ finally:
 WORKFLOW = os.path.join(ROOT, "workflows", "api", "anisora_core_keyframe_inbetween.json")
 
 
-class FakeComfy:
+class FakeComfy(LocalServer):
     """POST /prompt records the prompt and answers a prompt id; GET /history/<id> answers it done, with one saved
     file named after the seed. ``refuse`` answers node_errors as ComfyUI does for an invalid prompt."""
 
@@ -63,29 +63,19 @@ class FakeComfy:
                     "outputs": {"18": {"images": [{"filename": f"clip_{seed}.mp4", "subfolder": "AnimeVideo",
                                                    "type": "output"}]}}}})
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        super().__init__(Handler)
 
 
 def test_clips_go_round_robin_with_one_seed_each():
     with FakeComfy() as a, FakeComfy() as b:
         log = io.StringIO()
-        rc_clips = queue_many.queue_many(queue_many.load_api_workflow(WORKFLOW), [a.url, b.url], 5, 100,
+        rc_clips = queue_many.queue_many(queue_many.load_api_workflow(WORKFLOW), [a.endpoint, b.endpoint], 5, 100,
                                          wait=True, poll=0.01, out=log)
     assert [len(a.prompts), len(b.prompts)] == [3, 2]
     seeds_a = [p["prompt"]["15"]["inputs"]["seed"] for p in a.prompts]
     seeds_b = [p["prompt"]["15"]["inputs"]["seed"] for p in b.prompts]
     assert seeds_a == [100, 102, 104] and seeds_b == [101, 103]
-    assert [c["server"] for c in rc_clips] == [a.url, b.url, a.url, b.url, a.url]
+    assert [c["server"] for c in rc_clips] == [a.endpoint, b.endpoint, a.endpoint, b.endpoint, a.endpoint]
     assert [c["files"] for c in rc_clips] == [[f"AnimeVideo/clip_{s}.mp4"] for s in range(100, 105)]
     assert "done seed 104" in log.getvalue()
     # everything but the seed is the shipped workflow, and all clips of a run share one client id
@@ -99,7 +89,7 @@ def test_clips_go_round_robin_with_one_seed_each():
 
 def test_set_changes_every_literal_of_that_name_and_leaves_links(tmp_path):
     with FakeComfy() as a:
-        rc = queue_many.main([WORKFLOW, "--server", a.url, "--count", "2", "--seed", "7", "--set", "steps=3",
+        rc = queue_many.main([WORKFLOW, "--server", a.endpoint, "--count", "2", "--seed", "7", "--set", "steps=3",
                               "--set", "width=64", "--set", "filename_prefix=AnimeVideo/many"])
     assert rc == 0
     sent = a.prompts[1]["prompt"]
@@ -113,9 +103,9 @@ def test_errors_name_what_to_fix(tmp_path, capsys):
     assert queue_many.main([ui, "--server", "http://127.0.0.1:9"]) == 2
     assert "UI workflow" in capsys.readouterr().err
     with FakeComfy(refuse=True) as a:
-        assert queue_many.main([WORKFLOW, "--server", a.url]) == 2
+        assert queue_many.main([WORKFLOW, "--server", a.endpoint]) == 2
     err = capsys.readouterr().err
-    assert a.url in err and "node_errors" in err
+    assert a.endpoint in err and "node_errors" in err
     assert queue_many.main([WORKFLOW, "--server", "http://127.0.0.1:9"]) == 2  # nothing listens on port 9
     assert "no answer" in capsys.readouterr().err
     assert queue_many.main([WORKFLOW]) == 2
