@@ -25,18 +25,12 @@ import os
 import statistics
 import sys
 import time
-import types
 
-from memtools import _reset_hwm, _status_kb, _torch_peak, child_result, run_child  # bench/ is on sys.path when run as a script
+from memtools import _reset_hwm, _status_kb, _torch_peak, child_result, import_pack, run_child  # bench/ is on sys.path when run as a script
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MiB = 2 ** 20
 
-
-def _package():
-    pkg = types.ModuleType("animevideo")
-    pkg.__path__ = [ROOT]
-    sys.modules.setdefault("animevideo", pkg)
 
 
 def parse_size(s: str) -> tuple[int, int]:
@@ -100,7 +94,7 @@ def inputs(frames: int, h: int, w: int, seed: int):
 
 # ------------------------------------------------------------------------------------------ length
 def length_child(args) -> dict:
-    _package()
+    import_pack()
     import gc
     import resource
 
@@ -179,7 +173,7 @@ def run_length(args):
 
 # ------------------------------------------------------------------------------------------ attention
 def run_attention(args):
-    _package()
+    import_pack()
     import torch
 
     from animevideo.pipelines.lvcd.denoiser import LVCDDenoiser
@@ -232,7 +226,7 @@ def run_attention(args):
 def speed(model, n_frames: int, h: int, w: int, steps: int, device, seed: int = 0, warmup_steps: int = 2) -> dict:
     """Colorize an ``n_frames`` clip (14-frame segments, overlap 4) after a short warm-up; seconds per output
     frame, sampling vs decode, and the device's peak memory (None on the CPU). Also used by gpu_suite.py."""
-    _package()
+    import_pack()
     import torch
 
     from animevideo.pipelines.long_video.segments import LongVideoOptions, plan_segments

@@ -1,4 +1,16 @@
 """Peak-memory measurement shared by the bench scripts (run each case in a fresh subprocess)."""
+import os
+import sys
+import types
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def import_pack():
+    """Make this checkout importable as the package ``animevideo`` in a child process."""
+    pkg = types.ModuleType("animevideo")
+    pkg.__path__ = [ROOT]
+    sys.modules.setdefault("animevideo", pkg)
 
 
 def _status_kb(field: str) -> int:

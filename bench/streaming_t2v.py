@@ -21,22 +21,16 @@ import statistics
 import sys
 import tempfile
 import time
-import types
 
-from memtools import _reset_hwm, _status_kb, _torch_peak, child_result, run_child  # bench/ is on sys.path
+from memtools import _reset_hwm, _status_kb, _torch_peak, child_result, import_pack, run_child  # bench/ is on sys.path
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MiB = 2 ** 20
 
 
-def _package():
-    pkg = types.ModuleType("animevideo")
-    pkg.__path__ = [ROOT]
-    sys.modules.setdefault("animevideo", pkg)
-
 
 def child(args) -> dict:
-    _package()
+    import_pack()
     import gc
     import resource
 
