@@ -162,6 +162,19 @@ def build_base_unet(unet_config: dict) -> nn.Module:
     return unet
 
 
+def run_down_blocks(blocks, x: torch.Tensor, emb: torch.Tensor, context: torch.Tensor, f: int):
+    """diffusers' UNet3D down path: (features after the last block, the skip tuple starting with ``x``); the
+    base UNet and the CAM encoder run it alike."""
+    res = (x,)
+    for block in blocks:
+        if getattr(block, "has_cross_attention", False):
+            x, r = block(hidden_states=x, temb=emb, encoder_hidden_states=context, num_frames=f)
+        else:
+            x, r = block(hidden_states=x, temb=emb, num_frames=f)
+        res += r
+    return x, res
+
+
 def _time_embedding(unet, timestep, batch: int, num_frames: int, dtype, device):
     t = timestep if torch.is_tensor(timestep) else torch.tensor([timestep], device=device)
     t = t.reshape(-1).to(device).expand(batch)
@@ -183,13 +196,7 @@ def base_unet_forward(unet, sample: torch.Tensor, timestep, context: torch.Tenso
     x = unet.conv_in(x)
     x = unet.transformer_in(x, num_frames=f, return_dict=False)[0]
 
-    res = (x,)
-    for block in unet.down_blocks:
-        if getattr(block, "has_cross_attention", False):
-            x, r = block(hidden_states=x, temb=emb, encoder_hidden_states=context, num_frames=f)
-        else:
-            x, r = block(hidden_states=x, temb=emb, num_frames=f)
-        res += r
+    x, res = run_down_blocks(unet.down_blocks, x, emb, context, f)
 
     def merge(merger, feat, cam):
         out = merger(feat.reshape(b, f, *feat.shape[1:]), cam.reshape(b, -1, *cam.shape[1:]))
@@ -303,13 +310,7 @@ class CAMEncoder(nn.Module):
         cond = self.controlnet_cond_embedding(cond_frames.to(x.dtype))
         x = self.transformer_in(x, num_frames=f, return_dict=False)[0]
         x = x + cond  # Merger(merge_mode="addition", frame_expansion="none")
-        res = (x,)
-        for block in self.down_blocks:
-            if getattr(block, "has_cross_attention", False):
-                x, r = block(hidden_states=x, temb=emb, encoder_hidden_states=context, num_frames=f)
-            else:
-                x, r = block(hidden_states=x, temb=emb, num_frames=f)
-            res += r
+        x, res = run_down_blocks(self.down_blocks, x, emb, context, f)
         x = self.mid_block(x, emb, encoder_hidden_states=context, num_frames=f)
         return list(res), x
 
